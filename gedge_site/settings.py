@@ -1,0 +1,192 @@
+"""G-Edge settings. Everything an operator sets comes from the environment (see README, Configuration).
+
+Without DATABASE_URL and REDIS_URL this is the embedded default: SQLite, Dramatiq's in-process StubBroker
+(worker threads started by `manage.py run_embedded`) and the in-memory channel layer.
+"""
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from .envconf import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("GEDGE_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# Redis set means production: Dramatiq's Redis broker and the Redis channel layer (see below).
+REDIS_URL = env_str("REDIS_URL") or ""
+EMBEDDED = not REDIS_URL
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or ""
+if not SECRET_KEY:
+    if not EMBEDDED:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when REDIS_URL is (production)")
+    SECRET_KEY = "gedge-embedded-not-secret"  # noqa: S105 - embedded default only, never production
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "jobs",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "django_dramatiq",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gedge_site.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+WSGI_APPLICATION = "gedge_site.wsgi.application"
+ASGI_APPLICATION = "gedge_site.asgi.application"
+
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+                                              conn_health_checks=True)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker threads share one file: WAL lets readers run beside the writer, IMMEDIATE
+    # transactions take the write lock up front instead of failing half way with "database is locked".
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TZ", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+# Uploads, intermediate artifacts and results. Never served as static files: results go through views that
+# check ownership.
+MEDIA_ROOT = Path(env_str("GEDGE_MEDIA_ROOT", str(VAR_DIR / "media")))
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "console"
+LOGOUT_REDIRECT_URL = "login"
+
+if REDIS_URL:
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        "OPTIONS": {"url": REDIS_URL, "namespace": env_str("GEDGE_DRAMATIQ_NAMESPACE", "gedge")},
+        "MIDDLEWARE": [
+            "dramatiq.middleware.AgeLimit",
+            "dramatiq.middleware.TimeLimit",
+            "dramatiq.middleware.Callbacks",
+            "dramatiq.middleware.Retries",
+            "dramatiq.middleware.ShutdownNotifications",
+            "django_dramatiq.middleware.AdminMiddleware",
+            "django_dramatiq.middleware.DbConnectionsMiddleware",
+        ],
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [env_str("CHANNELS_REDIS_URL", REDIS_URL)],
+                       "prefix": env_str("GEDGE_CHANNELS_PREFIX", "gedge")},
+        }
+    }
+else:
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.stub.StubBroker",
+        "OPTIONS": {},
+        "MIDDLEWARE": [
+            "dramatiq.middleware.AgeLimit",
+            "dramatiq.middleware.TimeLimit",
+            "dramatiq.middleware.Callbacks",
+            "dramatiq.middleware.Retries",
+            "dramatiq.middleware.ShutdownNotifications",
+            "django_dramatiq.middleware.DbConnectionsMiddleware",
+        ],
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
+DRAMATIQ_TASKS_DATABASE = "default"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "jobs.api_errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "G-Edge API",
+    "DESCRIPTION": "Video object detection: upload a video, follow the job, download the results.",
+    "VERSION": "1.0.0",
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from our static files: no CDN at run time
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "gedge_site.logjson.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": env_str("GEDGE_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# --- G-Edge ---
+GEDGE_MODEL_PATH = env_str("GEDGE_MODEL_PATH") or str(BASE_DIR / "models" / "yolox_nano.onnx")
+GEDGE_MODEL_FORMAT = env_str("GEDGE_MODEL_FORMAT", "yolox")
+GEDGE_LABELS_PATH = env_str("GEDGE_LABELS_PATH") or None
+GEDGE_PROVIDERS = env_list("GEDGE_PROVIDERS", "")  # empty: CUDA where available, else CPU
+GEDGE_CUDA_DEVICE_ID = env_int("GEDGE_CUDA_DEVICE_ID", 0)
+GEDGE_INTRA_OP_THREADS = env_int("GEDGE_INTRA_OP_THREADS", 0)
+GEDGE_BATCH_SIZE = env_int("GEDGE_BATCH_SIZE", 8)
+GEDGE_SCORE_THRESHOLD = env_float("GEDGE_SCORE_THRESHOLD", 0.3)
+GEDGE_NMS_IOU = env_float("GEDGE_NMS_IOU", 0.45)
+GEDGE_X264_PRESET = env_str("GEDGE_X264_PRESET", "veryfast")
+GEDGE_X264_CRF = env_int("GEDGE_X264_CRF", 23)
+GEDGE_MAX_ITERATIONS = env_int("GEDGE_MAX_ITERATIONS", 3)
+GEDGE_RETRY_BACKOFF_MS = env_int("GEDGE_RETRY_BACKOFF_MS", 2000)
+GEDGE_STAGE_TIME_LIMIT_S = env_int("GEDGE_STAGE_TIME_LIMIT_S", 3600)
+GEDGE_MAX_UPLOAD_BYTES = env_int("GEDGE_MAX_UPLOAD_BYTES", 2 * 1024**3)
+GEDGE_MAX_FRAMES = env_int("GEDGE_MAX_FRAMES", 200_000)
+GEDGE_PROGRESS_INTERVAL_S = env_float("GEDGE_PROGRESS_INTERVAL_S", 0.25)
+GEDGE_ADMIN_USER = env_str("GEDGE_ADMIN_USER", "admin")

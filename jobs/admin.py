@@ -1,0 +1,57 @@
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from .models import Job, JobEvent
+from .services import ActionNotAllowed, cancel_job, retry_job
+
+
+class JobEventInline(admin.TabularInline):
+    model = JobEvent
+    extra = 0
+    can_delete = False
+    fields = ["at", "from_status", "to_status", "iteration", "message"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "user", "original_name", "status", "progress_bar", "iteration", "started_at",
+                    "ended_at", "frame_count"]
+    list_filter = ["status", "iteration", "user", "created_at"]
+    search_fields = ["id", "original_name", "user__username", "error", "client_token"]
+    date_hierarchy = "created_at"
+    inlines = [JobEventInline]
+    actions = ["retry_selected", "cancel_selected"]
+    readonly_fields = [f.name for f in Job._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # jobs come from uploads
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: Job):
+        pct = round(job.progress * 100)
+        return format_html('<progress value="{}" max="100" title="{}%"></progress> {}%', pct, pct, pct)
+
+    def _apply(self, request, queryset, action, verb):
+        done, refused = 0, []
+        for job in queryset:
+            try:
+                action(job, by=request.user.username) if action is retry_job else action(job)
+                done += 1
+            except ActionNotAllowed as exc:
+                refused.append(f"#{job.pk}: {exc}")
+        if done:
+            self.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
+
+    @admin.action(description="Retry selected jobs (from the failed stage)")
+    def retry_selected(self, request, queryset):
+        self._apply(request, queryset, retry_job, "Retried")
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_selected(self, request, queryset):
+        self._apply(request, queryset, cancel_job, "Cancelled")

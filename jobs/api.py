@@ -1,0 +1,132 @@
+"""REST API under /api/ (the interface is fixed in shared/DESIGN.md)."""
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import FileResponse, HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, parsers, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from stages.errors import UnprocessableInput
+from stages.postprocess import ANNOTATED, DETECTIONS_JSON
+
+from .api_errors import ApiError
+from .files import ranged_file_response
+from .models import Job, Status
+from .serializers import JobEventSerializer, JobSerializer
+from .services import ActionNotAllowed, cancel_job, retry_job, submit_job
+from .uploads import SizeLimitUploadHandler, UploadTooLarge
+
+
+def visible_jobs(user):
+    """Staff see every job; everyone else only their own (others' jobs answer 404)."""
+    jobs = Job.objects.select_related("user")
+    return jobs if user.is_staff else jobs.filter(user=user)
+
+
+class SubmitSerializer(serializers.Serializer):
+    video = serializers.FileField()
+    client_token = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
+    enhance = serializers.BooleanField(required=False, default=False)
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = JobSerializer
+    parser_classes = [parsers.MultiPartParser, parsers.FormParser, parsers.JSONParser]
+
+    def get_queryset(self):
+        jobs = visible_jobs(self.request.user).order_by("-id")
+        wanted = self.request.query_params.get("status")
+        if wanted and self.action == "list":
+            if wanted not in Status.values:
+                raise ApiError("invalid_status", f"unknown status '{wanted}'; one of {', '.join(Status.values)}")
+            jobs = jobs.filter(status=wanted)
+        return jobs
+
+    def initialize_request(self, request, *args, **kwargs):
+        # Enforce the size limit while the body streams in, before anything is written to disk.
+        request.upload_handlers.insert(0, SizeLimitUploadHandler(request))
+        return super().initialize_request(request, *args, **kwargs)
+
+    @extend_schema(request={"multipart/form-data": SubmitSerializer}, responses={201: JobSerializer,
+                                                                                  200: JobSerializer})
+    def create(self, request):
+        form = SubmitSerializer(data=request.data)
+        if getattr(request._request, "gedge_upload_too_large", False):
+            raise self._too_large()
+        if not form.is_valid():
+            if "video" in form.errors:
+                raise ApiError("video_required", "send the video as the multipart field 'video'")
+            raise ApiError("invalid", json.dumps(form.errors))
+        try:
+            job, created = submit_job(request.user, form.validated_data["video"],
+                                      client_token=form.validated_data["client_token"],
+                                      enhance=form.validated_data["enhance"])
+        except UploadTooLarge:
+            raise self._too_large() from None
+        except UnprocessableInput as exc:
+            raise ApiError("not_a_video", f"not a usable video: {exc}") from None
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @staticmethod
+    def _too_large() -> ApiError:
+        return ApiError("too_large", f"the file is larger than {settings.GEDGE_MAX_UPLOAD_BYTES} bytes",
+                        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+
+    @extend_schema(responses=JobEventSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        return Response(JobEventSerializer(self.get_object().events.all(), many=True).data)
+
+    @extend_schema(parameters=[OpenApiParameter("start", int), OpenApiParameter("end", int)],
+                   responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def detections(self, request, pk=None):
+        path = self._result(DETECTIONS_JSON)
+        start, end = request.query_params.get("start"), request.query_params.get("end")
+        if start is None and end is None:
+            return FileResponse(open(path, "rb"), content_type="application/json")
+        try:
+            first, last = int(start or 0), int(end) if end is not None else None
+        except ValueError:
+            raise ApiError("invalid_range", "start and end must be frame numbers") from None
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        doc["frames"] = [f for f in doc["frames"] if f["index"] >= first and (last is None or f["index"] <= last)]
+        return Response(doc)
+
+    @extend_schema(responses={(200, "video/mp4"): bytes, (206, "video/mp4"): bytes})
+    @action(detail=True, methods=["get"])
+    def video(self, request, pk=None) -> HttpResponse:
+        path = self._result(ANNOTATED)
+        download = f"job-{pk}-annotated.mp4" if request.query_params.get("download") else None
+        return ranged_file_response(request, path, "video/mp4", download)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        try:
+            job = cancel_job(self.get_object())
+        except ActionNotAllowed as exc:
+            raise ApiError("not_allowed", str(exc), status.HTTP_409_CONFLICT) from None
+        return Response(JobSerializer(job).data)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        try:
+            job = retry_job(self.get_object(), by=request.user.username)
+        except ActionNotAllowed as exc:
+            raise ApiError("not_allowed", str(exc), status.HTTP_409_CONFLICT) from None
+        return Response(JobSerializer(job).data)
+
+    def _result(self, name: str):
+        job = self.get_object()
+        path = job.result_dir / name
+        if job.status != Status.EXIT or not path.exists():
+            raise ApiError("not_ready", f"results are ready when the job reaches Exit (it is {job.status})",
+                           status.HTTP_409_CONFLICT)
+        return path

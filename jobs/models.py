@@ -1,0 +1,140 @@
+"""Job records: the paper's Table 1 plus what users and operators need.
+
+Table 1 -> fields: # = id, User = user, Path = path, Type = type, Status = status,
+Start Time = started_at, End Time = ended_at, Iteration = iteration.
+Transitions are applied only by jobs.transitions (compare-and-set on ``status``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+
+
+class Status(models.TextChoices):
+    ENQUEUE = "Enqueue"
+    PREPROCESSING = "Preprocessing"
+    PREPROCESSING_COMPLETE = "Preprocessing_complete"
+    INFERENCING = "Inferencing"
+    INFERENCING_COMPLETE = "Inferencing_complete"
+    POSTPROCESSING = "Postprocessing"
+    POSTPROCESSING_COMPLETE = "Postprocessing_complete"
+    EXIT = "Exit"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+# The paper's eight statuses, in pipeline order.
+PIPELINE = (
+    Status.ENQUEUE,
+    Status.PREPROCESSING,
+    Status.PREPROCESSING_COMPLETE,
+    Status.INFERENCING,
+    Status.INFERENCING_COMPLETE,
+    Status.POSTPROCESSING,
+    Status.POSTPROCESSING_COMPLETE,
+    Status.EXIT,
+)
+TERMINAL = frozenset({Status.EXIT, Status.FAILED, Status.CANCELLED})
+ACTIVE = frozenset(set(Status) - TERMINAL)
+RUNNING = frozenset({Status.PREPROCESSING, Status.INFERENCING, Status.POSTPROCESSING})
+
+
+class Job(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    path = models.CharField(max_length=500, help_text="Stored upload, relative to MEDIA_ROOT")
+    type = models.CharField(max_length=100, help_text="Extension and probed container format, e.g. mp4/mov")
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.ENQUEUE, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    iteration = models.PositiveIntegerField(default=0, help_text="Restarts after errors")
+
+    original_name = models.CharField(max_length=255, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    client_token = models.CharField(max_length=100, blank=True, default="")
+
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    fps = models.FloatField(default=0)
+    frame_count = models.PositiveIntegerField(default=0)
+    duration_s = models.FloatField(default=0)
+
+    preprocess_done = models.PositiveIntegerField(default=0)
+    inference_done = models.PositiveIntegerField(default=0)
+    postprocess_done = models.PositiveIntegerField(default=0)
+    stage_ms = models.JSONField(default=dict, blank=True, help_text="Wall time per stage, ms")
+
+    error = models.TextField(blank=True, default="")
+    failed_stage = models.CharField(max_length=32, blank=True, default="")
+
+    model_name = models.CharField(max_length=100, blank=True, default="")
+    model_sha256 = models.CharField(max_length=64, blank=True, default="")
+    params = models.JSONField(default=dict, blank=True, help_text="Parameters used (thresholds, enhancement)")
+    summary = models.JSONField(default=dict, blank=True, help_text="Detections per class")
+
+    version = models.PositiveBigIntegerField(default=1, help_text="Grows with every change pushed to browsers")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["user", "-id"])]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "client_token"], condition=~models.Q(client_token=""),
+                                    name="unique_client_token_per_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def job_dir(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / "jobs" / str(self.pk)
+
+    @property
+    def work_dir(self) -> Path:
+        """Intermediate artifacts between stages; removed when the job ends."""
+        return self.job_dir / "work"
+
+    @property
+    def result_dir(self) -> Path:
+        return self.job_dir / "result"
+
+    @property
+    def source_path(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / self.path
+
+    @property
+    def progress(self) -> float:
+        """0..1 over the three stages, each weighted equally."""
+        if not self.frame_count:
+            return 1.0 if self.status == Status.EXIT else 0.0
+        done = min(self.preprocess_done, self.frame_count) + min(self.inference_done, self.frame_count)
+        done += min(self.postprocess_done, self.frame_count)
+        return round(done / (3 * self.frame_count), 4)
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at and self.ended_at:
+            return int((self.ended_at - self.started_at).total_seconds() * 1000)
+        return None
+
+
+class JobEvent(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=32, blank=True, default="")
+    to_status = models.CharField(max_length=32, choices=Status.choices)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    iteration = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}: {self.from_status or '-'} -> {self.to_status}"

@@ -1,0 +1,222 @@
+"""What the views, the admin, the commands and the actors call: submit, cancel, retry, run a stage."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from django.conf import settings
+
+from stages.errors import ModelError, UnprocessableInput
+from stages.inference import run_inference
+from stages.postprocess import EncoderSettings, postprocess_detections
+from stages.preprocess import preprocess_video
+from stages.video import probe_video
+
+from .broadcast import push_job
+from .detector import get_detector, model_input_size
+from .models import TERMINAL, Job, Status
+from .transitions import (
+    STAGE_BY_RUNNING,
+    STAGES,
+    JobInterrupted,
+    Stage,
+    StaleTransition,
+    record_progress,
+    transition,
+)
+
+logger = logging.getLogger(__name__)
+MODEL_FACTS = "model.json"
+
+
+class ActionNotAllowed(Exception):
+    """Cancel or retry asked of a job in a status that does not allow it."""
+
+
+# --- stage bodies: job row in, stage function called, fields for the completing transition out ---
+
+
+def _preprocess(job: Job, progress: Callable[[int, int], None]) -> dict[str, Any]:
+    info = probe_video(job.source_path)
+    shutil.rmtree(job.work_dir, ignore_errors=True)  # a previous attempt's partial output
+    result = preprocess_video(
+        job.source_path, job.work_dir, model_input_size(),
+        enhance=bool(job.params.get("enhance")), expected_frames=info.frame_count,
+        max_frames=settings.GEDGE_MAX_FRAMES, progress=progress,
+    )
+    return {"width": result.width, "height": result.height, "fps": result.fps, "frame_count": result.frame_count,
+            "duration_s": info.duration_s, "preprocess_done": result.frame_count}
+
+
+def _inference(job: Job, progress: Callable[[int, int], None]) -> dict[str, Any]:
+    detector = get_detector()
+    result = run_inference(job.work_dir, detector, progress=progress)
+    (job.work_dir / MODEL_FACTS).write_text(json.dumps(detector.facts))
+    shutil.rmtree(job.work_dir / "frames", ignore_errors=True)  # consumed
+    params = {**job.params, "score_threshold": detector.config.score_threshold,
+              "iou_threshold": detector.config.iou_threshold, "batch_size": detector.batch_size,
+              "model_format": detector.config.model_format}
+    return {"model_name": detector.name, "model_sha256": detector.sha256, "params": params,
+            "inference_done": result.frame_count}
+
+
+def _postprocess(job: Job, progress: Callable[[int, int], None]) -> dict[str, Any]:
+    model = json.loads((job.work_dir / MODEL_FACTS).read_text())
+    video = {"width": job.width, "height": job.height, "fps": job.fps, "frame_count": job.frame_count,
+             "duration_s": job.duration_s, "type": job.type}
+    result = postprocess_detections(
+        job.source_path, job.work_dir, job.result_dir, video=video, model=model, parameters=job.params,
+        encoder=EncoderSettings(preset=settings.GEDGE_X264_PRESET, crf=settings.GEDGE_X264_CRF),
+        progress=progress,
+    )
+    return {"summary": {"detections": result.detections, "per_class": result.per_class},
+            "postprocess_done": result.frame_count}
+
+
+STAGE_BODIES: dict[str, Callable[[Job, Callable[[int, int], None]], dict[str, Any]]] = {
+    "preprocess": _preprocess,
+    "inference": _inference,
+    "postprocess": _postprocess,
+}
+
+
+class _Progress:
+    """Stores frames done at most every GEDGE_PROGRESS_INTERVAL_S and pushes it; raises on cancel."""
+
+    def __init__(self, job: Job, stage: Stage) -> None:
+        self.job, self.stage = job, stage
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < settings.GEDGE_PROGRESS_INTERVAL_S:
+            return
+        self.last = now
+        fields: dict[str, Any] = {self.stage.progress_field: done}
+        if total and total != self.job.frame_count and self.stage.name == "preprocess":
+            fields["frame_count"] = total
+        job = record_progress(self.job.pk, self.stage.running, fields)
+        self.job.frame_count = job.frame_count
+        push_job(job)
+
+
+def run_stage(stage_name: str, job_id: int) -> None:
+    """Run one stage of one job; safe to call twice with the same message (the second is ignored)."""
+    stage = STAGES[stage_name]
+    try:
+        job = transition(job_id, stage.ready, stage.running, message=f"{stage.name} started")
+    except StaleTransition:
+        logger.info("duplicate or late %s message ignored", stage.name, extra={"job_id": job_id})
+        return
+    started = time.perf_counter()
+    try:
+        fields = STAGE_BODIES[stage.name](job, _Progress(job, stage))
+    except JobInterrupted:
+        job.refresh_from_db()
+        logger.info("%s stopped: job is %s", stage.name, job.status, extra={"job_id": job_id})
+        if job.status == Status.CANCELLED:
+            cleanup_work(job)
+        return
+    except (UnprocessableInput, ModelError) as exc:
+        _fail(job, stage, str(exc) if isinstance(exc, UnprocessableInput) else f"model: {exc}")
+        return
+    except Exception as exc:  # noqa: BLE001 - any crash of stage code is retried, then fails the job
+        logger.exception("%s crashed", stage.name, extra={"job_id": job_id})
+        _retry_or_fail(job, stage, f"{exc.__class__.__name__}: {exc}")
+        return
+    stage_ms = {**job.stage_ms, stage.name: round((time.perf_counter() - started) * 1000)}
+    try:
+        job = transition(job_id, stage.running, stage.complete, fields={**fields, "stage_ms": stage_ms},
+                         message=f"{stage.name} done")
+    except StaleTransition:
+        logger.info("%s finished but the job moved on (cancelled?)", stage.name, extra={"job_id": job_id})
+        return
+    if stage.complete == Status.POSTPROCESSING_COMPLETE:
+        cleanup_work(job)
+        transition(job_id, Status.POSTPROCESSING_COMPLETE, Status.EXIT, message="results ready")
+
+
+def _retry_or_fail(job: Job, stage: Stage, reason: str) -> None:
+    iteration = job.iteration + 1
+    if iteration > settings.GEDGE_MAX_ITERATIONS:
+        _fail(job, stage, f"{stage.name} failed {iteration} times; last error: {reason}")
+        return
+    delay = settings.GEDGE_RETRY_BACKOFF_MS * 2 ** (iteration - 1)
+    transition(job.pk, stage.running, stage.ready, fields={"iteration": iteration, "error": reason},
+               message=f"{stage.name} failed ({reason}); retry {iteration} in {delay / 1000:g} s",
+               dispatch_delay_ms=delay)
+
+
+def _fail(job: Job, stage: Stage, reason: str) -> None:
+    transition(job.pk, stage.running, Status.FAILED, fields={"error": reason, "failed_stage": stage.name},
+               message=reason)
+
+
+def cleanup_work(job: Job) -> None:
+    shutil.rmtree(job.work_dir, ignore_errors=True)
+
+
+def cancel_job(job: Job) -> Job:
+    """Cancel a job that has not ended; a running stage stops at its next batch boundary."""
+    for _ in range(5):  # the status may move under us; re-read and try again
+        job.refresh_from_db()
+        if job.status in TERMINAL:
+            raise ActionNotAllowed(f"a job that is {job.status} cannot be cancelled")
+        try:
+            job = transition(job.pk, job.status, Status.CANCELLED, message="cancelled by " + job.user.username)
+        except StaleTransition:
+            continue
+        if job.status not in STAGE_BY_RUNNING:
+            cleanup_work(job)
+        return job
+    raise ActionNotAllowed("the job is changing too fast to cancel; try again")
+
+
+def retry_job(job: Job, by: str = "") -> Job:
+    """Send a Failed or Cancelled job back, from the failed stage where its input is still there."""
+    job.refresh_from_db()
+    if job.status == Status.FAILED and job.failed_stage in STAGES and _stage_input_present(job):
+        target = STAGES[job.failed_stage].ready
+    elif job.status in (Status.FAILED, Status.CANCELLED):
+        target = Status.ENQUEUE
+    else:
+        raise ActionNotAllowed(f"a job that is {job.status} cannot be retried")
+    fields: dict[str, Any] = {"iteration": 0, "failed_stage": "", "ended_at": None}
+    if target == Status.ENQUEUE:
+        fields.update(preprocess_done=0, inference_done=0, postprocess_done=0, stage_ms={})
+    try:
+        return transition(job.pk, job.status, target, fields=fields,
+                          message=f"retry{' by ' + by if by else ''} from {target}")
+    except StaleTransition as exc:
+        raise ActionNotAllowed("the job changed; reload and try again") from exc
+
+
+def _stage_input_present(job: Job) -> bool:
+    if job.failed_stage == "preprocess":
+        return True
+    if job.failed_stage == "inference":
+        return (job.work_dir / "frames" / "meta.json").exists()
+    return (job.work_dir / MODEL_FACTS).exists()
+
+
+def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False) -> tuple[Job, bool]:
+    """Store and probe an upload and create its job; (existing job, False) for a repeated client_token."""
+    from .transitions import create_job
+    from .uploads import clean_original_name, job_type, store_upload
+
+    if client_token:
+        existing = Job.objects.filter(user=user, client_token=client_token).first()
+        if existing is not None:
+            return existing, False
+    path, info, size = store_upload(user.pk, uploaded)
+    name = clean_original_name(uploaded.name or "")
+    job = create_job(
+        user=user, path=path, type=job_type(name, info), original_name=name, size_bytes=size,
+        client_token=client_token, width=info.width, height=info.height, fps=info.fps,
+        frame_count=info.frame_count, duration_s=info.duration_s, params={"enhance": enhance},
+    )
+    return job, True

@@ -1,0 +1,147 @@
+"""The job lifecycle: every allowed status change, applied as a compare-and-set update.
+
+Allowed transitions (anything else raises IllegalTransition):
+
+    Enqueue                 -> Preprocessing | Failed | Cancelled
+    Preprocessing           -> Preprocessing_complete | Enqueue (retry after an error) | Failed | Cancelled
+    Preprocessing_complete  -> Inferencing | Failed | Cancelled
+    Inferencing             -> Inferencing_complete | Preprocessing_complete (retry) | Failed | Cancelled
+    Inferencing_complete    -> Postprocessing | Failed | Cancelled
+    Postprocessing          -> Postprocessing_complete | Inferencing_complete (retry) | Failed | Cancelled
+    Postprocessing_complete -> Exit | Failed | Cancelled
+    Failed                  -> Enqueue | Preprocessing_complete | Inferencing_complete (retry by a person)
+    Cancelled               -> Enqueue (retry by a person)
+    Exit                    -> (final)
+
+A stage runs between its *ready* status and its *running* status; entering a ready status dispatches the
+stage's actor after commit, so the row is committed before any worker can see the message. Every change
+writes a JobEvent, bumps ``version`` and is pushed to browsers after commit.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .models import TERMINAL, Job, JobEvent, Status
+
+logger = logging.getLogger(__name__)
+
+_FAIL_OR_CANCEL = {Status.FAILED, Status.CANCELLED}
+TRANSITIONS: dict[str, frozenset[str]] = {
+    Status.ENQUEUE: frozenset({Status.PREPROCESSING, *_FAIL_OR_CANCEL}),
+    Status.PREPROCESSING: frozenset({Status.PREPROCESSING_COMPLETE, Status.ENQUEUE, *_FAIL_OR_CANCEL}),
+    Status.PREPROCESSING_COMPLETE: frozenset({Status.INFERENCING, *_FAIL_OR_CANCEL}),
+    Status.INFERENCING: frozenset({Status.INFERENCING_COMPLETE, Status.PREPROCESSING_COMPLETE, *_FAIL_OR_CANCEL}),
+    Status.INFERENCING_COMPLETE: frozenset({Status.POSTPROCESSING, *_FAIL_OR_CANCEL}),
+    Status.POSTPROCESSING: frozenset({Status.POSTPROCESSING_COMPLETE, Status.INFERENCING_COMPLETE,
+                                      *_FAIL_OR_CANCEL}),
+    Status.POSTPROCESSING_COMPLETE: frozenset({Status.EXIT, *_FAIL_OR_CANCEL}),
+    Status.EXIT: frozenset(),
+    Status.FAILED: frozenset({Status.ENQUEUE, Status.PREPROCESSING_COMPLETE, Status.INFERENCING_COMPLETE}),
+    Status.CANCELLED: frozenset({Status.ENQUEUE}),
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # also the Dramatiq queue name
+    ready: Status
+    running: Status
+    complete: Status
+    progress_field: str
+
+
+STAGES: dict[str, Stage] = {
+    "preprocess": Stage("preprocess", Status.ENQUEUE, Status.PREPROCESSING, Status.PREPROCESSING_COMPLETE,
+                        "preprocess_done"),
+    "inference": Stage("inference", Status.PREPROCESSING_COMPLETE, Status.INFERENCING,
+                       Status.INFERENCING_COMPLETE, "inference_done"),
+    "postprocess": Stage("postprocess", Status.INFERENCING_COMPLETE, Status.POSTPROCESSING,
+                         Status.POSTPROCESSING_COMPLETE, "postprocess_done"),
+}
+STAGE_BY_READY = {stage.ready: stage for stage in STAGES.values()}
+STAGE_BY_RUNNING = {stage.running: stage for stage in STAGES.values()}
+
+
+class IllegalTransition(Exception):
+    """The lifecycle table does not allow this change."""
+
+
+class StaleTransition(Exception):
+    """The job was no longer in the expected status: a duplicate, late or raced message."""
+
+
+def dispatch_stage(job_id: int, stage: Stage, delay_ms: int = 0) -> None:
+    from . import actors  # actors import this module; Dramatiq needs the broker set up first
+
+    actors.ACTOR_BY_STAGE[stage.name].send_with_options(args=(job_id,), delay=delay_ms or None)
+
+
+def transition(
+    job_id: int,
+    from_status: str,
+    to_status: str,
+    *,
+    message: str = "",
+    fields: dict[str, Any] | None = None,
+    dispatch_delay_ms: int = 0,
+) -> Job:
+    """Move a job from ``from_status`` to ``to_status`` or raise; returns the updated job."""
+    if to_status not in TRANSITIONS[from_status]:
+        raise IllegalTransition(f"job {job_id}: {from_status} -> {to_status} is not allowed")
+    now = timezone.now()
+    updates: dict[str, Any] = {"status": to_status, "version": F("version") + 1, "updated_at": now, **(fields or {})}
+    if to_status in STAGE_BY_RUNNING:
+        updates["started_at"] = Coalesce(F("started_at"), now)
+    if to_status in TERMINAL:
+        updates["ended_at"] = now
+    with transaction.atomic():
+        changed = Job.objects.filter(pk=job_id, status=from_status).update(**updates)
+        if changed != 1:
+            raise StaleTransition(f"job {job_id} is not {from_status}")
+        job = Job.objects.get(pk=job_id)
+        JobEvent.objects.create(job=job, from_status=from_status, to_status=to_status,
+                                iteration=job.iteration, message=message[:2000])
+        _after_commit(job, dispatch_delay_ms)
+    logger.info("%s -> %s", from_status, to_status, extra={"job_id": job_id, "status": to_status})
+    return job
+
+
+def create_job(**fields: Any) -> Job:
+    """Insert a job in Enqueue with its first event; preprocessing is dispatched after commit."""
+    with transaction.atomic():
+        job = Job.objects.create(status=Status.ENQUEUE, **fields)
+        JobEvent.objects.create(job=job, from_status="", to_status=Status.ENQUEUE, message="uploaded")
+        _after_commit(job, 0)
+    return job
+
+
+def _after_commit(job: Job, dispatch_delay_ms: int) -> None:
+    from .broadcast import push_job
+
+    transaction.on_commit(lambda: push_job(job))
+    stage = STAGE_BY_READY.get(job.status)
+    if stage is not None:
+        transaction.on_commit(lambda: dispatch_stage(job.pk, stage, dispatch_delay_ms))
+
+
+class JobInterrupted(Exception):
+    """The job left the running status under a stage (cancelled, or taken over): stop at this boundary."""
+
+
+def record_progress(job_id: int, running: str, fields: dict[str, Any]) -> Job:
+    """Store progress while ``running``; raises JobInterrupted where the job is no longer in it."""
+    changed = Job.objects.filter(pk=job_id, status=running).update(
+        version=F("version") + 1, updated_at=timezone.now(), **fields
+    )
+    if changed != 1:
+        raise JobInterrupted(f"job {job_id} is no longer {running}")
+    return Job.objects.get(pk=job_id)
+
+

@@ -1,0 +1,91 @@
+"""Accepting an uploaded video: size limit while streaming, type decided by probing the content."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+
+from stages.errors import UnprocessableInput
+from stages.video import VideoInfo, probe_video
+
+# Probed container -> the extension we store it under (the client's name is only data).
+EXTENSIONS = {
+    "mov,mp4,m4a,3gp,3g2,mj2": "mp4",
+    "matroska,webm": "mkv",
+    "avi": "avi",
+    "mpegts": "ts",
+    "flv": "flv",
+    "mpeg": "mpg",
+    "asf": "wmv",
+    "ogg": "ogv",
+    "h264": "h264",
+    "hevc": "hevc",
+    "m4v": "m4v",
+}
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+class SizeLimitUploadHandler(FileUploadHandler):
+    """Stops reading the request body as soon as a file passes GEDGE_MAX_UPLOAD_BYTES."""
+
+    def __init__(self, request=None):
+        super().__init__(request)
+        self.received = 0
+
+    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        self.received = 0
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received = start + len(raw_data)
+        if self.received > settings.GEDGE_MAX_UPLOAD_BYTES:
+            self.request.gedge_upload_too_large = True
+            raise StopUpload(connection_reset=False)
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None
+
+
+def clean_original_name(name: str) -> str:
+    """The client's file name, kept as data only: no path parts, no control characters, bounded."""
+    name = name.replace("\x00", "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())
+    return name[:200] or "upload"
+
+
+def store_upload(user_id: int, uploaded: UploadedFile) -> tuple[str, VideoInfo, int]:
+    """Save under a generated name in the user's folder and probe it.
+
+    Returns (path relative to MEDIA_ROOT, video facts, size). Raises UnprocessableInput (file removed).
+    """
+    if uploaded.size == 0:
+        raise UnprocessableInput("the file is empty")
+    if uploaded.size > settings.GEDGE_MAX_UPLOAD_BYTES:
+        raise UploadTooLarge()
+    folder = Path(settings.MEDIA_ROOT) / "uploads" / str(user_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = uuid.uuid4().hex
+    tmp = folder / f".{stem}.part"
+    with open(tmp, "wb") as fh:
+        for chunk in uploaded.chunks():
+            fh.write(chunk)
+    try:
+        info = probe_video(tmp)
+    except UnprocessableInput:
+        tmp.unlink(missing_ok=True)
+        raise
+    final = folder / f"{stem}.{EXTENSIONS.get(info.format_name, 'bin')}"
+    os.replace(tmp, final)
+    return str(final.relative_to(settings.MEDIA_ROOT)), info, uploaded.size
+
+
+def job_type(original_name: str, info: VideoInfo) -> str:
+    ext = Path(original_name).suffix.lower().lstrip(".")[:10] or "-"
+    return f"{ext}/{EXTENSIONS.get(info.format_name, info.format_name)}"

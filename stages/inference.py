@@ -1,0 +1,57 @@
+"""Stage 2 (GPU, CPU provider where no GPU): run the detector over the frame store.
+
+Writes ``detections.f32`` to the work folder: float32 rows (frame, x1, y1, x2, y2, score, class_id) in
+original pixels, appended chunk by chunk, renamed into place when complete.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .detector import Detector
+from .framestore import iter_chunks, read_meta
+
+DETECTIONS_FILE = "detections.f32"
+ROW = 7
+
+
+@dataclass
+class InferenceResult:
+    frame_count: int
+    detections: int
+    seconds: float
+
+
+def run_inference(
+    work_dir: str | Path, detector: Detector, *, progress: Callable[[int, int], None] | None = None
+) -> InferenceResult:
+    started = time.perf_counter()
+    work_dir = Path(work_dir)
+    meta = read_meta(work_dir)
+    total = meta["frame_count"]
+    final = work_dir / DETECTIONS_FILE
+    tmp = work_dir / f".{DETECTIONS_FILE}.{os.getpid()}.tmp"
+    count = 0
+    with open(tmp, "wb") as out:
+        for start, frames in iter_chunks(work_dir, meta):
+            per_frame = detector.detect(list(frames), meta["scale"])
+            for offset, boxes in enumerate(per_frame):
+                if len(boxes):
+                    rows = np.empty((len(boxes), ROW), np.float32)
+                    rows[:, 0] = start + offset
+                    rows[:, 1:] = boxes
+                    out.write(rows.tobytes())
+                    count += len(boxes)
+            if progress:
+                progress(start + len(frames), total)
+    os.replace(tmp, final)
+    return InferenceResult(frame_count=total, detections=count, seconds=time.perf_counter() - started)
+
+
+def load_detections(work_dir: str | Path) -> np.ndarray:
+    return np.fromfile(Path(work_dir) / DETECTIONS_FILE, dtype=np.float32).reshape(-1, ROW)

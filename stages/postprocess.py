@@ -1,0 +1,187 @@
+"""Stage 3 (CPU): draw the boxes on the original frames, encode H.264, write detections.json.
+
+annotated.mp4 is H.264 (libx264), yuv420p, with the moov atom at the front (faststart) so browsers start
+playing before the download ends. yuv420p needs even sizes: an odd width or height is padded by one
+repeated pixel column/row; boxes keep the original coordinates.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import av
+import cv2
+import numpy as np
+
+from .errors import UnprocessableInput
+from .inference import load_detections
+from .video import as_fraction, frame_time_ms, iter_frames, open_video, to_bgr
+
+ANNOTATED = "annotated.mp4"
+DETECTIONS_JSON = "detections.json"
+
+
+@dataclass
+class EncoderSettings:
+    preset: str = "veryfast"
+    crf: int = 23
+    threads: int = 0  # 0: libx264 chooses
+
+
+@dataclass
+class PostprocessResult:
+    frame_count: int
+    detections: int
+    per_class: dict[str, int]
+    width: int
+    height: int
+    bytes_video: int
+    seconds: float
+
+
+def class_color(class_id: int) -> tuple[int, int, int]:
+    """A stable, well-spread BGR colour per class."""
+    hue = (class_id * 47) % 180
+    hsv = np.uint8([[[hue, 220, 255]]])
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def draw_boxes(image: np.ndarray, rows: np.ndarray, names: list[str]) -> None:
+    """rows: [K, 7] (frame, x1, y1, x2, y2, score, class_id), drawn in place."""
+    thickness = max(1, round(min(image.shape[:2]) / 360))
+    font_scale = max(0.4, min(image.shape[:2]) / 1200)
+    for _, x1, y1, x2, y2, score, class_id in rows:
+        cid = int(class_id)
+        color = class_color(cid)
+        p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
+        cv2.rectangle(image, p1, p2, color, thickness, cv2.LINE_AA)
+        label = f"{names[cid] if cid < len(names) else cid} {score:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        top = max(p1[1], th + base + 2)
+        cv2.rectangle(image, (p1[0], top - th - base - 2), (p1[0] + tw + 2, top), color, -1)
+        cv2.putText(image, label, (p1[0] + 1, top - base - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+
+
+class DetectionsJsonWriter:
+    """Streams detections.json frame by frame so memory does not grow with the video's length."""
+
+    def __init__(self, path: Path, header: dict) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.fh = open(self.tmp, "w", encoding="utf-8")
+        head = json.dumps(header)
+        self.fh.write(head[:-1] + ', "frames": [\n')
+        self.first = True
+
+    def frame(self, index: int, time_ms: float, rows: np.ndarray, names: list[str]) -> None:
+        boxes = [
+            {
+                "class": names[int(r[6])] if int(r[6]) < len(names) else str(int(r[6])),
+                "class_id": int(r[6]),
+                "score": round(float(r[5]), 4),
+                "box": [round(float(v), 1) for v in r[1:5]],
+            }
+            for r in rows
+        ]
+        if not self.first:
+            self.fh.write(",\n")
+        self.first = False
+        self.fh.write(json.dumps({"index": index, "time_ms": time_ms, "boxes": boxes}))
+
+    def close(self, summary: dict) -> None:
+        self.fh.write('\n], "summary": ' + json.dumps(summary) + "}\n")
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def postprocess_detections(
+    source: str | Path,
+    work_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    video: dict,
+    model: dict,
+    parameters: dict,
+    encoder: EncoderSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    progress_every: int = 16,
+) -> PostprocessResult:
+    started = time.perf_counter()
+    encoder = encoder or EncoderSettings()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = model["class_names"]
+    rows = load_detections(work_dir)
+    order = np.argsort(rows[:, 0], kind="stable")
+    rows = rows[order]
+    frame_ids = rows[:, 0].astype(np.int64)
+    total = int(video.get("frame_count") or 0)
+    per_class: Counter[str] = Counter()
+
+    video_tmp = out_dir / f".{ANNOTATED}.{os.getpid()}.tmp.mp4"
+    json_writer = DetectionsJsonWriter(out_dir / DETECTIONS_JSON, {"video": video, "model": model,
+                                                                   "parameters": parameters})
+    count = 0
+    try:
+        with open_video(source) as src, av.open(str(video_tmp), "w", format="mp4",
+                                                 options={"movflags": "+faststart"}) as dst:
+            in_stream = src.streams.video[0]
+            fps = float(in_stream.average_rate or in_stream.guessed_rate or 25)
+            out_stream = None
+            for index, frame in enumerate(iter_frames(src)):
+                lo, hi = np.searchsorted(frame_ids, [index, index + 1])
+                frame_rows = rows[lo:hi]
+                image = to_bgr(frame)
+                draw_boxes(image, frame_rows, names)
+                height, width = image.shape[:2]
+                if width % 2 or height % 2:
+                    image = cv2.copyMakeBorder(image, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)
+                if out_stream is None:
+                    out_stream = dst.add_stream("libx264", rate=as_fraction(fps))
+                    out_stream.width, out_stream.height = image.shape[1], image.shape[0]
+                    out_stream.pix_fmt = "yuv420p"
+                    out_stream.options = {"preset": encoder.preset, "crf": str(encoder.crf)}
+                    out_stream.codec_context.thread_count = encoder.threads
+                out_frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+                out_frame.pts = index
+                for packet in out_stream.encode(out_frame):
+                    dst.mux(packet)
+                json_writer.frame(index, frame_time_ms(frame, index, fps), frame_rows, names)
+                for class_id in frame_rows[:, 6].astype(np.int64):
+                    per_class[names[class_id] if class_id < len(names) else str(class_id)] += 1
+                count = index + 1
+                if progress and count % progress_every == 0:
+                    progress(count, max(total, count))
+            if out_stream is None:
+                raise UnprocessableInput("the video has no frames")
+            for packet in out_stream.encode():
+                dst.mux(packet)
+        summary = {"frames": count, "detections": int(len(rows)), "per_class": dict(per_class.most_common())}
+        json_writer.close(summary)
+    except BaseException:
+        json_writer.abort()
+        video_tmp.unlink(missing_ok=True)
+        raise
+    os.replace(video_tmp, out_dir / ANNOTATED)
+    if progress:
+        progress(count, count)
+    return PostprocessResult(
+        frame_count=count,
+        detections=int(len(rows)),
+        per_class=dict(per_class.most_common()),
+        width=out_stream.width,
+        height=out_stream.height,
+        bytes_video=(out_dir / ANNOTATED).stat().st_size,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,101 @@
+"""Stage 1 (CPU): decode, letterbox-resize to the model input, optional enhancement."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .errors import UnprocessableInput
+from .framestore import FrameWriter
+from .video import iter_frames, open_video, to_bgr
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class PreprocessResult:
+    frame_count: int
+    width: int
+    height: int
+    fps: float
+    scale: float
+    bytes_written: int
+    seconds: float
+
+
+def letterbox_geometry(width: int, height: int, input_h: int, input_w: int) -> tuple[float, int, int]:
+    """Scale that fits the frame into the model input keeping its aspect, and the resized size."""
+    scale = min(input_h / height, input_w / width)
+    return scale, max(1, min(input_w, round(width * scale))), max(1, min(input_h, round(height * scale)))
+
+
+def enhance_clahe(image: np.ndarray, clahe: cv2.CLAHE) -> np.ndarray:
+    """Contrast-limited histogram equalisation on the lightness channel only (colours unchanged)."""
+    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
+    lab[:, :, 0] = clahe.apply(lab[:, :, 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+
+
+def preprocess_video(
+    source: str | Path,
+    work_dir: str | Path,
+    input_size: tuple[int, int],
+    *,
+    enhance: bool = False,
+    expected_frames: int = 0,
+    max_frames: int = 0,
+    progress: Progress | None = None,
+    chunk_size: int = 32,
+) -> PreprocessResult:
+    """Decode ``source`` and write its letterboxed frames to ``work_dir`` (see framestore)."""
+    started = time.perf_counter()
+    input_h, input_w = input_size
+    writer = FrameWriter(Path(work_dir), chunk_size=chunk_size)
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)) if enhance else None
+    geometry = None
+    fps = 0.0
+    with open_video(source) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        total = expected_frames or int(stream.frames or 0)
+        for index, frame in enumerate(iter_frames(container)):
+            if max_frames and index >= max_frames:
+                raise UnprocessableInput(f"the video has more than {max_frames} frames")
+            if geometry is None:
+                geometry = (frame.width, frame.height, *letterbox_geometry(frame.width, frame.height, input_h, input_w))
+            elif (frame.width, frame.height) != geometry[:2]:
+                raise UnprocessableInput("the frame size changes within the video")
+            _, _, scale, new_w, new_h = geometry
+            image = to_bgr(frame, new_w, new_h)
+            if clahe is not None:
+                image = enhance_clahe(image, clahe)
+            writer.add(image)
+            if progress and (index + 1) % chunk_size == 0:
+                progress(index + 1, max(total, index + 1))
+    if geometry is None:
+        raise UnprocessableInput("the video has no frames")
+    width, height, scale, new_w, new_h = geometry
+    writer.close(
+        width=width,
+        height=height,
+        fps=fps,
+        scale=scale,
+        resized=[new_h, new_w],
+        input_size=[input_h, input_w],
+        enhance=enhance,
+    )
+    if progress:
+        progress(writer.frame_count, writer.frame_count)
+    return PreprocessResult(
+        frame_count=writer.frame_count,
+        width=width,
+        height=height,
+        fps=round(fps, 3),
+        scale=scale,
+        bytes_written=writer.bytes_written,
+        seconds=time.perf_counter() - started,
+    )
