@@ -34,9 +34,15 @@ services:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log; sleep 1; }
 	@pg_isready -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 -p 6379 ping
 
+# Tests run with production-style settings from the environment: real PostgreSQL and Redis.
+TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gedge} \
+	REDIS_URL=$${TEST_REDIS_URL:-redis://127.0.0.1:6379/15} DJANGO_SECRET_KEY=test-only-secret \
+	GEDGE_MODEL_PATH=$${GEDGE_MODEL_PATH:-$(abspath $(SHARED_MODEL))} GEDGE_DRAMATIQ_NAMESPACE=gedge-test \
+	GEDGE_CHANNELS_PREFIX=gedge-test
+
 test: venv services
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: browser tests will fail"
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

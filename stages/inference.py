@@ -45,6 +45,9 @@ def run_inference(
                     rows = np.empty((len(boxes), ROW), np.float32)
                     rows[:, 0] = start + offset
                     rows[:, 1:] = boxes
+                    # Boxes may reach past the frame's edge; keep them in original pixels.
+                    rows[:, [1, 3]] = np.clip(rows[:, [1, 3]], 0, meta["width"])
+                    rows[:, [2, 4]] = np.clip(rows[:, [2, 4]], 0, meta["height"])
                     out.write(rows.tobytes())
                     count += len(boxes)
             if progress:

@@ -1,0 +1,110 @@
+"""The real model on the real video, end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import av
+import pytest
+import requests
+
+from jobs.models import PIPELINE, Job, Status
+
+from .conftest import MODEL, PASSWORD, ROOT, STREET, free_port, service_env, wait_for_port, wait_for_status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def assert_results(result_dir, frames=84, size=(1280, 720)):
+    with av.open(str(result_dir / "annotated.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert stream.codec_context.pix_fmt == "yuv420p"
+        decoded = sum(1 for _ in container.decode(stream))
+        assert (stream.width, stream.height) == size
+    assert decoded == frames
+    doc = json.loads((result_dir / "detections.json").read_text())
+    assert doc["video"]["frame_count"] == frames and doc["video"]["width"] == size[0]
+    assert doc["model"]["name"] == "yolox_nano" and len(doc["model"]["sha256"]) == 64
+    assert doc["model"]["class_names"][0] == "person"
+    assert doc["parameters"]["score_threshold"] == 0.3
+    assert [f["index"] for f in doc["frames"]] == list(range(frames))
+    for frame in doc["frames"]:
+        people = [b for b in frame["boxes"] if b["class"] == "person"]
+        assert people, f"no person in frame {frame['index']}"
+        x1, y1, x2, y2 = people[0]["box"]
+        assert 0 <= x1 < x2 <= size[0] + 1 and 0 <= y1 < y2 <= size[1] + 1
+    return doc
+
+
+def test_street_through_separate_worker_processes(api, media_root, processes, redis_clean):
+    env = service_env(media_root)
+    for queue in ("preprocess", "inference", "postprocess"):
+        processes.worker([queue], env)
+    started = time.monotonic()
+    with open(STREET, "rb") as fh:
+        response = api.post("/api/jobs/", {"video": fh}, format="multipart")
+    assert response.status_code == 201, response.content
+    job_id = response.json()["id"]
+    job = wait_for_status(job_id, {Status.EXIT, Status.FAILED}, timeout=180, logs=processes.logs)
+    elapsed = time.monotonic() - started
+    assert job.status == Status.EXIT, job.error
+    print(f"\nend to end through worker processes: {elapsed:.2f} s for {job.frame_count} frames "
+          f"({job.frame_count / elapsed:.1f} frames/s), stage ms {job.stage_ms}")
+    assert list(job.events.values_list("to_status", flat=True)) == list(PIPELINE)
+    assert job.iteration == 0 and job.frame_count == 84
+    assert job.preprocess_done == job.inference_done == job.postprocess_done == 84
+    assert job.model_sha256 and job.summary["per_class"]["person"] > 500
+    assert job.started_at and job.ended_at and job.ended_at > job.started_at
+    doc = assert_results(job.result_dir)
+    assert doc["summary"]["detections"] == job.summary["detections"]
+    assert not job.work_dir.exists(), "intermediate files must be deleted"
+    events = api.get(f"/api/jobs/{job_id}/events/").json()
+    assert [e["to_status"] for e in events] == list(PIPELINE)
+    assert api.get(f"/api/jobs/{job_id}/").json()["status"] == "Exit"
+
+
+def test_embedded_make_run_mode(tmp_path):
+    """`make run`'s mode: SQLite, in-process broker and worker threads, in-memory channel layer."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY")}
+    env.update(GEDGE_VAR_DIR=str(tmp_path / "var"), GEDGE_MODEL_PATH=str(MODEL), GEDGE_ADMIN_PASSWORD=PASSWORD,
+               PYTHONUNBUFFERED="1")
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    created = subprocess.run([*manage, "ensure_admin"], cwd=ROOT, env=env, check=True, capture_output=True,
+                             text=True)
+    assert "admin" in created.stdout and PASSWORD in created.stdout
+    token = subprocess.run([*manage, "drf_create_token", "admin"], cwd=ROOT, env=env, check=True,
+                           capture_output=True, text=True).stdout.split()[2]
+    port = free_port()
+    log = open(tmp_path / "embedded.log", "wb")
+    server = subprocess.Popen([*manage, "run_embedded", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Token {token}"}
+        with open(STREET, "rb") as fh:
+            response = requests.post(f"{base}/api/jobs/", files={"video": fh}, headers=headers, timeout=60)
+        assert response.status_code == 201, response.text
+        job_id = response.json()["id"]
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            job = requests.get(f"{base}/api/jobs/{job_id}/", headers=headers, timeout=10).json()
+            if job["status"] in ("Exit", "Failed"):
+                break
+            time.sleep(0.2)
+        assert job["status"] == "Exit", (job, (tmp_path / "embedded.log").read_text()[-3000:])
+        events = requests.get(f"{base}/api/jobs/{job_id}/events/", headers=headers, timeout=10).json()
+        assert [e["to_status"] for e in events] == list(PIPELINE)
+        video = requests.get(f"{base}/api/jobs/{job_id}/video/", headers=headers, timeout=30)
+        assert video.status_code == 200 and video.headers["Content-Type"] == "video/mp4"
+        job_dir = tmp_path / "var" / "media" / "jobs" / str(job_id) / "result"
+        assert_results(job_dir)
+        assert Job.objects.filter(pk=job_id).count() == 0, "the embedded mode must not touch PostgreSQL"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
