@@ -36,7 +36,8 @@ class JobSerializer(serializers.ModelSerializer):
 
 def job_payload(job: Job) -> dict:
     """JSON-ready dict of a job (used by the socket; the API renders the same serializer)."""
-    from rest_framework.utils.encoders import JSONEncoder
     import json
+
+    from rest_framework.utils.encoders import JSONEncoder
 
     return json.loads(json.dumps(JobSerializer(job).data, cls=JSONEncoder))

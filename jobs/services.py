@@ -5,8 +5,8 @@ import json
 import logging
 import shutil
 import time
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 

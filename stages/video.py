@@ -6,9 +6,9 @@ network (no HLS/DASH playlists, no concat lists, no image sequences).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Iterator
 
 import av
 import numpy as np

@@ -4,11 +4,10 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.detector import get_detector
 from stages.errors import StageError
 from stages.pipeline import process_video_file
 from stages.postprocess import EncoderSettings
-
-from jobs.detector import get_detector
 
 
 class Command(BaseCommand):
