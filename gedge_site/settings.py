@@ -50,6 +50,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "jobs.api_errors.ApiErrorMiddleware",  # Django's own 404/500 pages become the API's JSON shape under /api/
 ]
 
 ROOT_URLCONF = "gedge_site.urls"
@@ -126,6 +127,14 @@ if REDIS_URL:
                        "prefix": env_str("GEDGE_CHANNELS_PREFIX", "gedge")},
         }
     }
+    # Shared by every web process, so a per-user submit rate limit holds across replicas.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env_str("CACHE_REDIS_URL", REDIS_URL),
+            "KEY_PREFIX": env_str("GEDGE_CACHE_PREFIX", "gedge"),
+        }
+    }
 else:
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.stub.StubBroker",
@@ -144,15 +153,17 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
 DRAMATIQ_TASKS_DATABASE = "default"
 
 REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header lets an anonymous request answer 401 (not 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "jobs.api_errors.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"submit": env_str("GEDGE_SUBMIT_RATE", "30/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "G-Edge API",
@@ -189,5 +200,9 @@ GEDGE_RETRY_BACKOFF_MS = env_int("GEDGE_RETRY_BACKOFF_MS", 2000)
 GEDGE_STAGE_TIME_LIMIT_S = env_int("GEDGE_STAGE_TIME_LIMIT_S", 3600)
 GEDGE_MAX_UPLOAD_BYTES = env_int("GEDGE_MAX_UPLOAD_BYTES", 2 * 1024**3)
 GEDGE_MAX_FRAMES = env_int("GEDGE_MAX_FRAMES", 200_000)
+GEDGE_MAX_WIDTH = env_int("GEDGE_MAX_WIDTH", 7680)
+GEDGE_MAX_HEIGHT = env_int("GEDGE_MAX_HEIGHT", 4320)
+GEDGE_MAX_DURATION_S = env_float("GEDGE_MAX_DURATION_S", 4 * 3600)
+GEDGE_MAX_ACTIVE_JOBS_PER_USER = env_int("GEDGE_MAX_ACTIVE_JOBS_PER_USER", 20)
 GEDGE_PROGRESS_INTERVAL_S = env_float("GEDGE_PROGRESS_INTERVAL_S", 0.25)
 GEDGE_ADMIN_USER = env_str("GEDGE_ADMIN_USER", "admin")

@@ -5,10 +5,11 @@ import json
 
 from django.conf import settings
 from django.http import FileResponse, HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, parsers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 
 from stages.errors import UnprocessableInput
 from stages.postprocess import ANNOTATED, DETECTIONS_JSON
@@ -17,7 +18,7 @@ from .api_errors import ApiError
 from .files import ranged_file_response
 from .models import Job, Status
 from .serializers import JobEventSerializer, JobSerializer
-from .services import ActionNotAllowed, cancel_job, retry_job, submit_job
+from .services import ActionNotAllowed, TooManyActiveJobs, cancel_job, retry_job, submit_job
 from .uploads import SizeLimitUploadHandler, UploadTooLarge
 
 
@@ -33,9 +34,19 @@ class SubmitSerializer(serializers.Serializer):
     enhance = serializers.BooleanField(required=False, default=False)
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("status", str, enum=Status.values, description="only jobs in this status"),
+]))
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Jobs of the signed-in user (staff: everyone's), newest first. Another user's job answers 404."""
+
     serializer_class = JobSerializer
     parser_classes = [parsers.MultiPartParser, parsers.FormParser, parsers.JSONParser]
+    throttle_scope = "submit"
+
+    def get_throttles(self):
+        # Only submitting costs storage and compute; reading and following jobs stays unthrottled.
+        return [ScopedRateThrottle()] if self.action == "create" else []
 
     def get_queryset(self):
         jobs = visible_jobs(self.request.user).order_by("-id")
@@ -69,6 +80,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise self._too_large() from None
         except UnprocessableInput as exc:
             raise ApiError("not_a_video", f"not a usable video: {exc}") from None
+        except TooManyActiveJobs as exc:
+            raise ApiError("too_many_active_jobs", str(exc), status.HTTP_429_TOO_MANY_REQUESTS) from None
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @staticmethod
@@ -93,6 +106,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             first, last = int(start or 0), int(end) if end is not None else None
         except ValueError:
             raise ApiError("invalid_range", "start and end must be frame numbers") from None
+        if first < 0 or (last is not None and last < first):
+            raise ApiError("invalid_range", "start must be >= 0 and end >= start (both inclusive frame numbers)")
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
         doc["frames"] = [f for f in doc["frames"] if f["index"] >= first and (last is None or f["index"] <= last)]

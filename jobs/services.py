@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 
 from stages.errors import ModelError, UnprocessableInput
 from stages.inference import run_inference
@@ -18,7 +19,7 @@ from stages.video import probe_video
 
 from .broadcast import push_job
 from .detector import get_detector, model_input_size
-from .models import TERMINAL, Job, Status
+from .models import ACTIVE, TERMINAL, Job, Status
 from .transitions import (
     STAGE_BY_RUNNING,
     STAGES,
@@ -37,16 +38,27 @@ class ActionNotAllowed(Exception):
     """Cancel or retry asked of a job in a status that does not allow it."""
 
 
+class TooManyActiveJobs(Exception):
+    """The user already has GEDGE_MAX_ACTIVE_JOBS_PER_USER jobs that have not ended."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"you already have {limit} jobs that have not ended; wait for one to finish or cancel one")
+        self.limit = limit
+
+
 # --- stage bodies: job row in, stage function called, fields for the completing transition out ---
 
 
 def _preprocess(job: Job, progress: Callable[[int, int], None]) -> dict[str, Any]:
-    info = probe_video(job.source_path)
-    shutil.rmtree(job.work_dir, ignore_errors=True)  # a previous attempt's partial output
+    from .uploads import video_limits
+
+    limits = video_limits()
+    info = probe_video(job.source_path, limits)
+    out = attempt_dir(job, "preprocess")
     result = preprocess_video(
-        job.source_path, job.work_dir, model_input_size(),
+        job.source_path, out, model_input_size(),
         enhance=bool(job.params.get("enhance")), expected_frames=info.frame_count,
-        max_frames=settings.GEDGE_MAX_FRAMES, progress=progress,
+        limits=limits, progress=progress,
     )
     return {"width": result.width, "height": result.height, "fps": result.fps, "frame_count": result.frame_count,
             "duration_s": info.duration_s, "preprocess_done": result.frame_count}
@@ -203,20 +215,42 @@ def _stage_input_present(job: Job) -> bool:
     return (job.work_dir / MODEL_FACTS).exists()
 
 
+def _check_active_cap(user) -> None:
+    limit = settings.GEDGE_MAX_ACTIVE_JOBS_PER_USER
+    if limit and Job.objects.filter(user=user, status__in=ACTIVE).count() >= limit:
+        raise TooManyActiveJobs(limit)
+
+
 def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False) -> tuple[Job, bool]:
-    """Store and probe an upload and create its job; (existing job, False) for a repeated client_token."""
+    """Store and probe an upload and create its job; (existing job, False) for a repeated client_token.
+
+    Raises TooManyActiveJobs where the user is at GEDGE_MAX_ACTIVE_JOBS_PER_USER.
+    """
     from .transitions import create_job
-    from .uploads import clean_original_name, job_type, store_upload
+    from .uploads import clean_original_name, discard_upload, job_type, store_upload
 
     if client_token:
         existing = Job.objects.filter(user=user, client_token=client_token).first()
         if existing is not None:
             return existing, False
+    _check_active_cap(user)  # refuse before spending time storing and probing the file
     path, info, size = store_upload(user.pk, uploaded)
     name = clean_original_name(uploaded.name or "")
-    job = create_job(
-        user=user, path=path, type=job_type(name, info), original_name=name, size_bytes=size,
-        client_token=client_token, width=info.width, height=info.height, fps=info.fps,
-        frame_count=info.frame_count, duration_s=info.duration_s, params={"enhance": enhance},
-    )
+    try:
+        with transaction.atomic():
+            # One user's submissions take turns here, so two at once cannot both slip under the cap.
+            type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).get()
+            _check_active_cap(user)
+            job = create_job(
+                user=user, path=path, type=job_type(name, info), original_name=name, size_bytes=size,
+                client_token=client_token, width=info.width, height=info.height, fps=info.fps,
+                frame_count=info.frame_count, duration_s=info.duration_s, params={"enhance": enhance},
+            )
+    except (TooManyActiveJobs, IntegrityError):
+        discard_upload(path)
+        if client_token:  # the same token raced in from a parallel request: that one's job is the answer
+            existing = Job.objects.filter(user=user, client_token=client_token).first()
+            if existing is not None:
+                return existing, False
+        raise
     return job, True

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 
 from stages.errors import UnprocessableInput
-from stages.video import VideoInfo, probe_video
+from stages.video import VideoInfo, VideoLimits, probe_video
 
 # Probed container -> the extension we store it under (the client's name is only data).
 EXTENSIONS = {
@@ -32,8 +32,18 @@ class UploadTooLarge(Exception):
     pass
 
 
+def video_limits() -> VideoLimits:
+    """The decoding limits from settings: checked on the probe at upload and again while decoding."""
+    return VideoLimits(max_width=settings.GEDGE_MAX_WIDTH, max_height=settings.GEDGE_MAX_HEIGHT,
+                       max_frames=settings.GEDGE_MAX_FRAMES, max_duration_s=settings.GEDGE_MAX_DURATION_S)
+
+
 class SizeLimitUploadHandler(FileUploadHandler):
-    """Stops reading the request body as soon as a file passes GEDGE_MAX_UPLOAD_BYTES."""
+    """Stops reading the request body as soon as a file passes GEDGE_MAX_UPLOAD_BYTES.
+
+    It runs first among the upload handlers, so the chunk that crosses the limit is never handed to the
+    handler that writes the temporary file, and the rest of the body is not read at all.
+    """
 
     def __init__(self, request=None):
         super().__init__(request)
@@ -46,7 +56,9 @@ class SizeLimitUploadHandler(FileUploadHandler):
         self.received = start + len(raw_data)
         if self.received > settings.GEDGE_MAX_UPLOAD_BYTES:
             self.request.gedge_upload_too_large = True
-            raise StopUpload(connection_reset=False)
+            # connection_reset=True: Django's parser then skips draining the remaining body (up to the full
+            # oversized upload) just to throw it away; the response tells the client to stop.
+            raise StopUpload(connection_reset=True)
         return raw_data
 
     def file_complete(self, file_size):
@@ -77,13 +89,18 @@ def store_upload(user_id: int, uploaded: UploadedFile) -> tuple[str, VideoInfo, 
         for chunk in uploaded.chunks():
             fh.write(chunk)
     try:
-        info = probe_video(tmp)
-    except UnprocessableInput:
+        info = probe_video(tmp, video_limits())
+    except BaseException:  # refused or interrupted: leave nothing behind
         tmp.unlink(missing_ok=True)
         raise
     final = folder / f"{stem}.{EXTENSIONS.get(info.format_name, 'bin')}"
     os.replace(tmp, final)
     return str(final.relative_to(settings.MEDIA_ROOT)), info, uploaded.size
+
+
+def discard_upload(path: str) -> None:
+    """Remove a stored upload (path relative to MEDIA_ROOT) whose job was not created."""
+    (Path(settings.MEDIA_ROOT) / path).unlink(missing_ok=True)
 
 
 def job_type(original_name: str, info: VideoInfo) -> str:

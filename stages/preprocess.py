@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import UnprocessableInput
 from .framestore import FrameWriter
-from .video import iter_frames, open_video, to_bgr
+from .video import VideoLimits, iter_frames, open_video, to_bgr
 
 Progress = Callable[[int, int], None]
 
@@ -48,10 +48,17 @@ def preprocess_video(
     enhance: bool = False,
     expected_frames: int = 0,
     max_frames: int = 0,
+    limits: VideoLimits | None = None,
     progress: Progress | None = None,
     chunk_size: int = 32,
 ) -> PreprocessResult:
-    """Decode ``source`` and write its letterboxed frames to ``work_dir`` (see framestore)."""
+    """Decode ``source`` and write its letterboxed frames to ``work_dir`` (see framestore).
+
+    ``limits`` (and ``max_frames``) are enforced on what is actually decoded, not on what the container
+    declares: a stream without a declared length, or one that lies, stops at the first frame past a limit.
+    """
+    limits = limits or VideoLimits()
+    max_frames = min(filter(None, (max_frames, limits.max_frames)), default=0)
     started = time.perf_counter()
     input_h, input_w = input_size
     writer = FrameWriter(Path(work_dir), chunk_size=chunk_size)
@@ -62,10 +69,15 @@ def preprocess_video(
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 25)
         total = expected_frames or int(stream.frames or 0)
+        first_time = None
         for index, frame in enumerate(iter_frames(container)):
             if max_frames and index >= max_frames:
                 raise UnprocessableInput(f"the video has more than {max_frames} frames")
+            if frame.time is not None:
+                first_time = frame.time if first_time is None else first_time
+                limits.check_duration(frame.time - first_time)
             if geometry is None:
+                limits.check_size(frame.width, frame.height)
                 geometry = (frame.width, frame.height, *letterbox_geometry(frame.width, frame.height, input_h, input_w))
             elif (frame.width, frame.height) != geometry[:2]:
                 raise UnprocessableInput("the frame size changes within the video")

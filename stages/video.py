@@ -31,8 +31,41 @@ ALLOWED_FORMATS = frozenset(
         "m4v",
     }
 )
-# Demuxer options that keep a file from reaching anything but itself.
-_SAFE_OPTIONS = {"protocol_whitelist": "file", "safe": "1"}
+# Demuxer options that keep a file from reaching anything but itself. format_whitelist makes FFmpeg refuse
+# any other demuxer right after probing, before its read_header runs: an HLS/DASH playlist, a concat list or
+# an image sequence is refused before it can open a single segment, file or URL. protocol_whitelist limits
+# every open (nested ones inherit it) to local files.
+_SAFE_OPTIONS = {
+    "protocol_whitelist": "file",
+    "format_whitelist": ",".join(sorted(ALLOWED_FORMATS)),
+    "safe": "1",
+}
+ACCEPTED_DESCRIPTION = "MP4/MOV, Matroska/WebM, AVI, MPEG-TS, MPEG-PS, FLV, ASF/WMV, Ogg, raw H.264/HEVC/MPEG-4"
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """Bounds on what a video may ask of the decoder; 0 means no bound."""
+
+    max_width: int = 0
+    max_height: int = 0
+    max_frames: int = 0
+    max_duration_s: float = 0
+
+    def check_size(self, width: int, height: int) -> None:
+        if (self.max_width and width > self.max_width) or (self.max_height and height > self.max_height):
+            raise UnprocessableInput(
+                f"the video is {width}x{height}; the largest accepted is {self.max_width or 'any'}x"
+                f"{self.max_height or 'any'}"
+            )
+
+    def check_frames(self, frames: int) -> None:
+        if self.max_frames and frames > self.max_frames:
+            raise UnprocessableInput(f"the video has more than {self.max_frames} frames")
+
+    def check_duration(self, seconds: float) -> None:
+        if self.max_duration_s and seconds > self.max_duration_s:
+            raise UnprocessableInput(f"the video is longer than {self.max_duration_s:g} s")
 
 
 @dataclass(frozen=True)
@@ -53,10 +86,14 @@ class VideoInfo:
 def open_video(path: str | os.PathLike) -> av.container.InputContainer:
     """Open a local video file with the format allow-list applied."""
     path = os.fspath(path)
-    if "://" in path or not os.path.isfile(path):
+    if "://" in path or "\x00" in path or not os.path.isfile(path):
         raise UnprocessableInput(f"not a local file: {os.path.basename(path)}")
+    # An absolute path starts with "/", so FFmpeg can never read a "proto:" prefix into it.
+    path = os.path.abspath(path)
     try:
-        container = av.open(path, mode="r", options=_SAFE_OPTIONS)
+        container = av.open(path, mode="r", options=dict(_SAFE_OPTIONS))
+    except av.error.ArgumentError as exc:  # EINVAL: what FFmpeg answers for a demuxer not on the whitelist
+        raise UnprocessableInput(f"not a video container that is accepted ({ACCEPTED_DESCRIPTION})") from exc
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise UnprocessableInput(f"not a readable video file ({exc.__class__.__name__})") from exc
     if container.format.name not in ALLOWED_FORMATS:
@@ -69,8 +106,13 @@ def open_video(path: str | os.PathLike) -> av.container.InputContainer:
     return container
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Read the container's facts and decode the first frame to prove the stream decodes."""
+def probe_video(path: str | os.PathLike, limits: VideoLimits | None = None) -> VideoInfo:
+    """Read the container's facts and decode the first frame to prove the stream decodes.
+
+    ``limits`` are checked against the declared size, frame count and duration before anything is decoded,
+    so a file that declares a huge picture never gets a frame buffer allocated for it.
+    """
+    limits = limits or VideoLimits()
     with open_video(path) as container:
         stream = container.streams.video[0]
         ctx = stream.codec_context
@@ -80,6 +122,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / 1_000_000
+        limits.check_size(ctx.width, ctx.height)
+        limits.check_frames(int(stream.frames or 0))
+        limits.check_duration(duration)
         first = None
         try:
             for frame in container.decode(stream):
@@ -89,6 +134,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             raise UnprocessableInput(f"the video stream does not decode ({exc.__class__.__name__})") from exc
         if first is None:
             raise UnprocessableInput("the video has no frames")
+        limits.check_size(first.width, first.height)
         return VideoInfo(
             width=first.width,
             height=first.height,
@@ -105,7 +151,14 @@ def iter_frames(container: av.container.InputContainer) -> Iterator[av.VideoFram
     """Decode the first video stream with FFmpeg's frame/slice threads."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    yield from container.decode(stream)
+    index = 0
+    try:
+        for frame in container.decode(stream):
+            yield frame
+            index += 1
+    except av.error.FFmpegError as exc:
+        # Corrupt data decodes the same way on every attempt: an input error, not a crash worth retrying.
+        raise UnprocessableInput(f"the video stream is corrupt after frame {index} ({exc})") from exc
 
 
 def frame_time_ms(frame: av.VideoFrame, index: int, fps: float) -> float:
