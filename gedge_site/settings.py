@@ -118,6 +118,10 @@ if REDIS_URL:
             "dramatiq.middleware.ShutdownNotifications",
             "django_dramatiq.middleware.AdminMiddleware",
             "django_dramatiq.middleware.DbConnectionsMiddleware",
+            # Worker Pods: Dramatiq's metrics (and ours, see jobs/metrics.py) on :9191, and the readiness
+            # marker that `manage.py worker_ready` checks (jobs/health.py). Both act only in worker processes.
+            "dramatiq.middleware.prometheus.Prometheus",
+            "jobs.health.WorkerHealth",
         ],
     }
     CHANNEL_LAYERS = {
@@ -206,3 +210,7 @@ GEDGE_MAX_DURATION_S = env_float("GEDGE_MAX_DURATION_S", 4 * 3600)
 GEDGE_MAX_ACTIVE_JOBS_PER_USER = env_int("GEDGE_MAX_ACTIVE_JOBS_PER_USER", 20)
 GEDGE_PROGRESS_INTERVAL_S = env_float("GEDGE_PROGRESS_INTERVAL_S", 0.25)
 GEDGE_ADMIN_USER = env_str("GEDGE_ADMIN_USER", "admin")
+# Worker processes write a marker here once their model is loaded and touch it as a heartbeat; the worker
+# Pods' probes (`manage.py worker_ready`) read it. One folder per Pod (an emptyDir).
+GEDGE_WORKER_STATE_DIR = Path(env_str("GEDGE_WORKER_STATE_DIR", str(VAR_DIR / "worker")))
+GEDGE_WORKER_HEARTBEAT_S = env_float("GEDGE_WORKER_HEARTBEAT_S", 10)

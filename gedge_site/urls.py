@@ -22,4 +22,5 @@ urlpatterns = [
     path("api/", include(router.urls)),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
 ]

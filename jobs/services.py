@@ -17,6 +17,7 @@ from stages.postprocess import EncoderSettings, postprocess_detections
 from stages.preprocess import preprocess_video
 from stages.video import probe_video
 
+from . import metrics
 from .broadcast import push_job
 from .detector import get_detector, model_input_size
 from .models import ACTIVE, TERMINAL, Job, Status
@@ -147,6 +148,7 @@ def run_stage(stage_name: str, job_id: int) -> None:
     except StaleTransition:
         logger.info("%s finished but the job moved on (cancelled?)", stage.name, extra={"job_id": job_id})
         return
+    metrics.observe_stage(stage.name, stage_ms[stage.name] / 1000, fields.get(stage.progress_field, 0))
     if stage.complete == Status.POSTPROCESSING_COMPLETE:
         cleanup_work(job)
         transition(job_id, Status.POSTPROCESSING_COMPLETE, Status.EXIT, message="results ready")
@@ -161,11 +163,13 @@ def _retry_or_fail(job: Job, stage: Stage, reason: str) -> None:
     transition(job.pk, stage.running, stage.ready, fields={"iteration": iteration, "error": reason},
                message=f"{stage.name} failed ({reason}); retry {iteration} in {delay / 1000:g} s",
                dispatch_delay_ms=delay)
+    metrics.count_retry(stage.name)
 
 
 def _fail(job: Job, stage: Stage, reason: str) -> None:
     transition(job.pk, stage.running, Status.FAILED, fields={"error": reason, "failed_stage": stage.name},
                message=reason)
+    metrics.count_failure(stage.name)
 
 
 def cleanup_work(job: Job) -> None:

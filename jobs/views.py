@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -52,22 +51,18 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks: dict[str, str] = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
-        checks["database"] = f"error: {exc.__class__.__name__}"
-    from django.conf import settings
+    """The web's readiness: database and Redis. Worker Pods use `manage.py worker_ready` (model loaded too)."""
+    from .health import dependency_checks
 
-    if settings.REDIS_URL:
-        try:
-            import redis
-
-            redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2).ping()
-            checks["redis"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["redis"] = f"error: {exc.__class__.__name__}"
+    checks = dependency_checks()
     ok = all(v == "ok" for v in checks.values())
     return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text: this process's metrics plus jobs by status and queue depths (see jobs/metrics.py)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from .metrics import exposition
+
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
