@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # Daphne serves the pages' CSS/JS itself: no extra server
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -97,6 +98,13 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# Serve straight from static/ (committed, vendored libraries included) so neither `make run` nor the tests
+# need a collectstatic step; files collected into STATIC_ROOT are served too (WhiteNoise warns if it is missing).
+WHITENOISE_USE_FINDERS = True
+try:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+except OSError:  # a read-only image: collectstatic ran at build time or finders serve everything
+    pass
 # Uploads, intermediate artifacts and results. Never served as static files: results go through views that
 # check ownership.
 MEDIA_ROOT = Path(env_str("GEDGE_MEDIA_ROOT", str(VAR_DIR / "media")))

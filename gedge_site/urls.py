@@ -14,6 +14,8 @@ urlpatterns = [
     path("", views.console, name="console"),
     path("upload/", views.upload, name="upload"),
     path("jobs/<int:pk>/", views.job_page, name="job-page"),
+    path("jobs/<int:pk>/chart.json", views.job_chart, name="job-chart"),
+    path("jobs/<int:pk>/detections.csv", views.job_detections_csv, name="job-detections-csv"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

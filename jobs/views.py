@@ -1,29 +1,77 @@
-"""Pages: the console (upload + live job list) and a job page. Views call services."""
+"""Pages: the console (upload + live job list), the job page and its result downloads. Views call services."""
 from __future__ import annotations
 
+import csv
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from stages.errors import UnprocessableInput
+from stages.postprocess import DETECTIONS_JSON
 
 from .api import visible_jobs
-from .models import PIPELINE
+from .models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Status
+from .serializers import JobEventSerializer, job_payload
 from .services import submit_job
 from .uploads import UploadTooLarge
+
+CONSOLE_LIMIT = 200  # as many as the socket's snapshot carries, so both views agree
+CHART_MAX_POINTS = 400  # enough for a smooth line, small enough to draw instantly on a phone
+CHART_MAX_CLASSES = 8  # the rest are summed into "other" so the legend stays readable
+CSV_COLUMNS = ["frame", "time_ms", "class", "class_id", "score", "x1", "y1", "x2", "y2"]
+
+
+def _visible_job(request: HttpRequest, pk: int) -> Job:
+    """The job if this user may see it; another user's job is indistinguishable from a missing one."""
+    job = visible_jobs(request.user).filter(pk=pk).first()
+    if job is None:
+        raise Http404("no such job")
+    return job
+
+
+def _timelines(job_ids: list[int]) -> dict[int, list[dict]]:
+    timelines: dict[int, list[dict]] = {job_id: [] for job_id in job_ids}
+    for event in JobEvent.objects.filter(job_id__in=job_ids).order_by("id"):
+        timelines[event.job_id].append(JobEventSerializer(event).data)
+    return timelines
+
+
+def _page_config(request: HttpRequest) -> dict:
+    """What the page scripts need to know that is not in a job: statuses, limits, who is looking."""
+    return {
+        "pipeline": [str(s) for s in PIPELINE],
+        "terminal": sorted(str(s) for s in TERMINAL),
+        "active": sorted(str(s) for s in ACTIVE),
+        "maxUploadBytes": settings.GEDGE_MAX_UPLOAD_BYTES,
+        "staff": request.user.is_staff,
+        "socketPath": "/ws/jobs/",
+    }
 
 
 @login_required
 def console(request: HttpRequest) -> HttpResponse:
-    jobs = visible_jobs(request.user).order_by("-id")[:100]
-    return render(request, "jobs/console.html", {"jobs": jobs, "pipeline": PIPELINE})
+    jobs = list(visible_jobs(request.user).order_by("-id")[:CONSOLE_LIMIT])
+    # Rendered into the page so it is complete before the socket connects; the socket's snapshot then
+    # replaces it with whatever is newer.
+    initial = {"jobs": [job_payload(job) for job in jobs], "timelines": _timelines([job.pk for job in jobs])}
+    return render(request, "jobs/console.html", {"initial": initial, "config": _page_config(request)})
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
+    """GET: the uploader lives on the console. POST: the form's fallback for browsers without scripts."""
+    if request.method == "GET":
+        return redirect("console")
     files = request.FILES.getlist("video")
     if not files:
         messages.error(request, "Choose a video file first.")
@@ -40,10 +88,106 @@ def upload(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def job_page(request: HttpRequest, pk: int) -> HttpResponse:
-    job = visible_jobs(request.user).filter(pk=pk).first()
-    if job is None:
-        raise Http404("no such job")
-    return render(request, "jobs/job.html", {"job": job, "events": job.events.all(), "pipeline": PIPELINE})
+    job = _visible_job(request, pk)
+    events = list(job.events.all())
+    per_class = sorted((job.summary or {}).get("per_class", {}).items(), key=lambda item: (-item[1], item[0]))
+    context = {
+        "job": job,
+        "events": events,
+        "per_class": per_class,
+        "results_ready": job.status == Status.EXIT and (job.result_dir / DETECTIONS_JSON).exists(),
+        "can_cancel": job.status not in TERMINAL,
+        "can_retry": job.status in (Status.FAILED, Status.CANCELLED),
+        "initial": {"job": job_payload(job), "timelines": {job.pk: [JobEventSerializer(e).data for e in events]}},
+        "config": _page_config(request),
+    }
+    return render(request, "jobs/job.html", context)
+
+
+def _detections_path(job: Job) -> Path:
+    path = job.result_dir / DETECTIONS_JSON
+    if job.status != Status.EXIT or not path.exists():
+        raise _NotReady(job.status)
+    return path
+
+
+class _NotReady(Exception):
+    def __init__(self, job_status: str) -> None:
+        super().__init__(f"results are ready when the job reaches Exit (it is {job_status})")
+
+
+def _not_ready(exc: _NotReady) -> JsonResponse:
+    return JsonResponse({"error": {"code": "not_ready", "message": str(exc)}}, status=409)
+
+
+@login_required
+@require_GET
+def job_chart(request: HttpRequest, pk: int) -> JsonResponse:
+    """Detections per class over time, averaged over buckets of frames so long videos stay light to draw.
+
+    {"bucket_frames": n, "t": [seconds],
+     "series": [{"class": name, "class_id": id, "total": boxes, "values": [objects per frame]}]}
+    """
+    job = _visible_job(request, pk)
+    try:
+        path = _detections_path(job)
+    except _NotReady as exc:
+        return _not_ready(exc)
+    with open(path, encoding="utf-8") as fh:
+        frames = json.load(fh)["frames"]
+    bucket = max(1, math.ceil(len(frames) / CHART_MAX_POINTS))
+    totals: Counter[str] = Counter(box["class"] for frame in frames for box in frame["boxes"])
+    class_ids = {box["class"]: box["class_id"] for frame in frames for box in frame["boxes"]}
+    shown = [name for name, _ in totals.most_common(CHART_MAX_CLASSES)]
+    other = len(totals) > len(shown)
+    names = shown + (["other"] if other else [])
+    times: list[float] = []
+    values: dict[str, list[float]] = {name: [] for name in names}
+    for first in range(0, len(frames), bucket):
+        chunk = frames[first:first + bucket]
+        counts: Counter[str] = Counter()
+        for frame in chunk:
+            for box in frame["boxes"]:
+                counts[box["class"] if box["class"] in values else "other"] += 1
+        times.append(round(chunk[0]["time_ms"] / 1000, 3))
+        for name in names:
+            values[name].append(round(counts[name] / len(chunk), 3))
+    series = [{"class": name, "class_id": class_ids.get(name) if name in shown else None,
+               "total": totals[name] if name in shown else sum(n for c, n in totals.items() if c not in shown),
+               "values": values[name]} for name in names]
+    return JsonResponse({"bucket_frames": bucket, "t": times, "series": series})
+
+
+class _Echo:
+    """A file-like object whose write returns the line, so csv.writer can feed a streaming response."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_rows(path: Path) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_COLUMNS)
+    with open(path, encoding="utf-8") as fh:
+        frames = json.load(fh)["frames"]
+    for frame in frames:
+        for box in frame["boxes"]:
+            yield writer.writerow([frame["index"], frame["time_ms"], box["class"], box["class_id"], box["score"],
+                                   *box["box"]])
+
+
+@login_required
+@require_GET
+def job_detections_csv(request: HttpRequest, pk: int) -> HttpResponse:
+    """One row per box: frame, time, class, score and the box in original pixels (spreadsheet-friendly)."""
+    job = _visible_job(request, pk)
+    try:
+        path = _detections_path(job)
+    except _NotReady as exc:
+        return _not_ready(exc)
+    response = StreamingHttpResponse(_csv_rows(path), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-detections.csv"'
+    return response
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

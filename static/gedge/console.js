@@ -1,57 +1,248 @@
-// Live console: the server's snapshot and job.update pushes keep the table current. The database is the
-// truth: on reconnect the server sends a fresh snapshot; an update older than what we show is ignored.
+// The live console: the job table kept current by the socket, and the uploader above it.
 (function () {
   "use strict";
+  const G = window.Gedge;
+  const { el, fmt } = G;
+  const initial = JSON.parse(document.getElementById("gedge-initial").textContent);
   const rows = document.getElementById("job-rows");
-  const state = document.getElementById("socket-state");
-  const versions = new Map();
-  let retry = 500;
+  const counts = document.getElementById("job-counts");
+  const columns = document.querySelectorAll("#jobs-table thead th").length;
 
-  function cell(text) { const td = document.createElement("td"); td.textContent = text == null ? "" : text; return td; }
+  const jobs = new Map(); // id -> the job as shown
+  const store = new G.VersionStore();
+  const timelines = new G.TimelineCache((id) => { if (jobs.has(id)) drawTimeline(jobs.get(id)); }, (id) => jobs.get(id));
 
-  function render(job) {
-    const known = versions.get(job.id);
-    if (known !== undefined && job.version <= known) return false; // stale or duplicate
-    versions.set(job.id, job.version);
-    let tr = rows.querySelector(`tr[data-job="${job.id}"]`);
-    const fresh = !tr;
-    if (fresh) { tr = document.createElement("tr"); tr.dataset.job = job.id; }
+  // --- rows: built once per job, then updated in place (an open timeline stays open) ---
+
+  function buildRow(job) {
+    const tr = el("tr", { "data-job": job.id });
+    const cell = (name, label, ...children) => el("td", { class: `c-${name}`, "data-label": label }, ...children);
+    tr.append(
+      cell("id", "#", el("a", { href: `/jobs/${job.id}/`, text: `#${job.id}` })),
+      cell("file", "File", el("a", { class: "file-name", href: `/jobs/${job.id}/` }), el("small", { class: "muted facts-line" })),
+    );
+    if (G.config.staff) tr.append(cell("user", "User"));
+    const stepper = el("ol", { class: "stepper" });
+    tr.append(
+      cell("status", "Status", el("span", { class: "badge" }),
+        el("details", { class: "timeline" }, el("summary", {}, stepper), el("table", { class: "timeline-table" }, el("tbody")))),
+      cell("progress", "Progress", el("progress", { max: 1 }), el("small", { class: "stage muted" })),
+      cell("iteration", "Iter."), cell("started", "Started"), cell("ended", "Ended"), cell("duration", "Duration"),
+    );
+    return tr;
+  }
+
+  function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
+
+  function fillRow(tr, job) {
     tr.dataset.version = job.version;
-    tr.replaceChildren();
-    const id = document.createElement("td"); const a = document.createElement("a");
-    a.href = `/jobs/${job.id}/`; a.textContent = job.id; id.append(a); tr.append(id);
-    tr.append(cell(job.original_name));
-    const st = document.createElement("td"); const badge = document.createElement("span");
-    badge.className = `badge s-${job.status}`; badge.textContent = job.status; st.append(badge); tr.append(st);
-    const pr = document.createElement("td"); const bar = document.createElement("progress");
-    bar.max = 1; bar.value = job.progress; pr.append(bar); tr.append(pr);
-    tr.append(cell(job.iteration));
-    tr.append(cell(job.started_at ? new Date(job.started_at).toLocaleString() : ""));
-    tr.append(cell(job.duration_ms != null ? `${job.duration_ms} ms` : ""));
-    if (fresh) {
-      const empty = rows.querySelector("tr.empty"); if (empty) empty.remove();
-      const after = [...rows.children].find((r) => Number(r.dataset.job) < job.id);
+    tr.dataset.status = job.status;
+    const q = (sel) => tr.querySelector(sel);
+    setText(q(".file-name"), job.original_name || "(unnamed)");
+    setText(q(".facts-line"), job.width ? `${job.width}×${job.height} · ${job.frame_count} frames · ${fmt.bytes(job.size_bytes)}` : fmt.bytes(job.size_bytes));
+    if (G.config.staff) setText(q(".c-user"), job.user);
+    const badge = q(".badge");
+    badge.className = `badge s-${job.status}`;
+    setText(badge, job.status);
+    badge.title = job.error || "";
+    const bar = q("progress");
+    bar.value = job.progress;
+    bar.title = `${Math.round(job.progress * 100)}% of all three stages`;
+    setText(q(".stage"), G.stageText(job));
+    setText(q(".c-iteration"), String(job.iteration));
+    const started = q(".c-started"), ended = q(".c-ended");
+    setText(started, G.fmt.time(job.started_at)); started.title = G.fmt.dateTime(job.started_at);
+    setText(ended, G.fmt.time(job.ended_at)); ended.title = G.fmt.dateTime(job.ended_at);
+    setText(q(".c-duration"), fmt.duration(G.durationMs(job, Date.now())));
+  }
+
+  function drawTimeline(job) {
+    const tr = rows.querySelector(`tr[data-job="${job.id}"]`);
+    if (!tr) return;
+    const events = timelines.get(job.id);
+    G.renderStepper(tr.querySelector(".stepper"), job, events);
+    const at = G.reachedAt(events);
+    const first = at.Enqueue ? Date.parse(at.Enqueue) : null;
+    tr.querySelector(".timeline-table tbody").replaceChildren(
+      ...[...G.PIPELINE, "Failed", "Cancelled"].filter((s) => at[s]).map((status) => el("tr", { "data-status": status },
+        el("th", { text: status }), el("td", { text: G.fmt.dateTime(at[status]) }),
+        el("td", { class: "muted", text: first != null ? "+" + fmt.duration(Date.parse(at[status]) - first) : "" }))));
+  }
+
+  // Applies a job from any source (page data, snapshot, push, upload reply). False when it is not newer.
+  function apply(job) {
+    if (!store.accept(job)) return false;
+    jobs.set(job.id, job);
+    let tr = rows.querySelector(`tr[data-job="${job.id}"]`);
+    if (!tr) {
+      tr = buildRow(job);
+      const empty = rows.querySelector("tr.empty");
+      if (empty) empty.remove();
+      const after = [...rows.children].find((r) => Number(r.dataset.job) < job.id); // newest first
       rows.insertBefore(tr, after || null);
     }
+    fillRow(tr, job);
+    drawTimeline(job);
+    timelines.refresh(job);
+    updateCounts();
     return true;
   }
+  window.gedgeApply = apply; // the version rule, reachable from the browser tests
 
-  window.gedgeApply = render; // exposed for tests of the version rule
-
-  function connect() {
-    const proto = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${proto}://${location.host}/ws/jobs/`);
-    ws.onopen = () => { state.textContent = "live"; state.dataset.state = "live"; retry = 500; };
-    ws.onmessage = (ev) => {
-      const msg = JSON.parse(ev.data);
-      if (msg.type === "snapshot") msg.jobs.forEach((j) => { versions.delete(j.id); render(j); });
-      else if (msg.type === "job.update") render(msg.job);
-    };
-    ws.onclose = () => {
-      state.textContent = "reconnecting…"; state.dataset.state = "reconnecting";
-      setTimeout(connect, retry); retry = Math.min(retry * 2, 10000);
-    };
+  function updateCounts() {
+    let active = 0, failed = 0;
+    for (const job of jobs.values()) {
+      if (!G.TERMINAL.has(job.status)) active += 1;
+      else if (job.status === "Failed") failed += 1;
+    }
+    counts.textContent = `${jobs.size} shown · ${active} active${failed ? ` · ${failed} failed` : ""}`;
   }
-  rows.querySelectorAll("tr[data-job]").forEach((tr) => versions.set(Number(tr.dataset.job), Number(tr.dataset.version)));
-  connect();
+
+  if (!initial.jobs.length) rows.querySelector("tr.empty td").colSpan = columns;
+  for (const job of initial.jobs) timelines.seed(job.id, job.status, initial.timelines[job.id] || []);
+  [...initial.jobs].reverse().forEach(apply);
+
+  // Running jobs' durations grow every second without any request.
+  setInterval(() => {
+    for (const job of jobs.values()) {
+      if (job.started_at && !job.ended_at && !G.TERMINAL.has(job.status)) {
+        const tr = rows.querySelector(`tr[data-job="${job.id}"]`);
+        if (tr) setText(tr.querySelector(".c-duration"), fmt.duration(G.durationMs(job, Date.now())));
+      }
+    }
+  }, 1000);
+
+  G.connectJobs({ onSnapshot: (list) => list.forEach(apply), onUpdate: apply });
+
+  // --- the uploader: several files, one progress bar each (bytes sent), errors next to the file ---
+
+  const form = document.getElementById("upload-form");
+  const input = document.getElementById("upload-input");
+  const zone = document.getElementById("drop-zone");
+  const list = document.getElementById("upload-list");
+  const PARALLEL = 2; // more only splits the same uplink
+  const queue = [];
+  let running = 0;
+  // Some systems report no type for video containers; the name decides then, and the server probes anyway.
+  const VIDEO_NAME = /\.(mp4|m4v|mov|qt|mkv|webm|avi|ts|mts|m2ts|flv|mpe?g|wmv|asf|ogv|3gp|3g2|h264|264|hevc|265)$/i;
+  const ERROR_TITLES = { not_a_video: "Not a video", too_large: "Too large", unsupported_type: "Unsupported type",
+    video_required: "No file", throttled: "Too many uploads", not_authenticated: "Logged out" };
+
+  function randomToken() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16)); // works on plain http too, unlike randomUUID
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function problemWith(file) {
+    if (file.size === 0) return ["not_a_video", "the file is empty"];
+    if (file.size > G.config.maxUploadBytes) {
+      return ["too_large", `${fmt.bytes(file.size)}; the limit is ${fmt.bytes(G.config.maxUploadBytes)}`];
+    }
+    const type = file.type || "";
+    if (!type.startsWith("video/") && !VIDEO_NAME.test(file.name) && type !== "" && type !== "application/octet-stream") {
+      return ["unsupported_type", `${type} is not a video format; choose a video file`];
+    }
+    return null;
+  }
+
+  class Upload {
+    constructor(file, enhance) {
+      this.file = file; this.enhance = enhance; this.token = randomToken();
+      this.bar = el("progress", { max: file.size || 1, value: 0 });
+      this.status = el("span", { class: "upload-status" });
+      this.error = el("p", { class: "upload-error", role: "alert", hidden: true });
+      this.button = el("button", { class: "outline secondary small", type: "button", text: "Cancel" });
+      this.button.addEventListener("click", () => this.cancelOrRetry());
+      this.li = el("li", { class: "upload", "data-state": "queued" },
+        el("div", { class: "upload-head" }, el("strong", { class: "upload-name", text: file.name }),
+          el("small", { class: "muted", text: fmt.bytes(file.size) }), this.button),
+        this.bar, this.status, this.error);
+      list.prepend(this.li);
+    }
+    state(name, text) { this.li.dataset.state = name; this.status.textContent = text; }
+    fail(code, message) {
+      this.state("error", "");
+      this.error.hidden = false;
+      this.error.textContent = `${ERROR_TITLES[code] || "Upload failed"}: ${message}`;
+      this.error.dataset.code = code;
+      this.bar.hidden = true;
+      this.button.textContent = "Retry"; this.button.hidden = !["network", "server"].includes(code);
+    }
+    cancelOrRetry() {
+      if (this.xhr) { this.xhr.abort(); return; }
+      if (this.li.dataset.state === "error") { this.error.hidden = true; this.bar.hidden = false; enqueue(this); }
+    }
+    start(done) {
+      // Same token on a retry: if the first attempt did reach the server, the API returns that job again.
+      const body = new FormData();
+      body.append("video", this.file);
+      body.append("client_token", this.token);
+      if (this.enhance) body.append("enhance", "true");
+      const xhr = new XMLHttpRequest();
+      this.xhr = xhr;
+      this.button.textContent = "Cancel"; this.button.hidden = false;
+      xhr.open("POST", "/api/jobs/");
+      xhr.setRequestHeader("X-CSRFToken", G.csrfToken());
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.onprogress = (e) => {
+        if (!e.lengthComputable) return;
+        const sent = Math.min(this.file.size, Math.round(this.file.size * e.loaded / e.total)); // body has form overhead
+        this.bar.value = sent;
+        this.state("uploading", `${fmt.bytes(sent)} of ${fmt.bytes(this.file.size)} sent`);
+      };
+      xhr.upload.onload = () => { this.bar.value = this.file.size; this.state("checking", "sent; checking the video…"); };
+      xhr.onload = () => {
+        let body = null;
+        try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON: a proxy's page */ }
+        if (xhr.status === 200 || xhr.status === 201) {
+          apply(body);
+          this.state("done", "");
+          this.status.replaceChildren("queued as ", el("a", { href: `/jobs/${body.id}/`, text: `job #${body.id}` }));
+          this.button.hidden = true;
+        } else if (body && body.error) {
+          this.fail(body.error.code, body.error.message);
+        } else {
+          this.fail(xhr.status === 413 ? "too_large" : "server", `the server answered ${xhr.status}`);
+        }
+      };
+      xhr.onerror = () => this.fail("network", "the connection dropped before the upload finished");
+      xhr.onabort = () => { this.state("cancelled", "upload cancelled"); this.bar.hidden = true; this.button.hidden = true; };
+      xhr.onloadend = () => { this.xhr = null; done(); };
+      this.state("uploading", "starting…");
+      xhr.send(body);
+    }
+  }
+
+  function pump() {
+    while (running < PARALLEL && queue.length) {
+      const upload = queue.shift();
+      running += 1;
+      upload.start(() => { running -= 1; pump(); });
+    }
+  }
+
+  function enqueue(upload) { upload.state("queued", "waiting…"); queue.push(upload); pump(); }
+
+  function addFiles(files) {
+    const enhance = form.elements.enhance.checked;
+    for (const file of files) {
+      const upload = new Upload(file, enhance);
+      const problem = problemWith(file);
+      if (problem) upload.fail(...problem);
+      else enqueue(upload);
+    }
+  }
+
+  input.addEventListener("change", () => { addFiles([...input.files]); input.value = ""; });
+  form.addEventListener("submit", (e) => { e.preventDefault(); addFiles([...input.files]); input.value = ""; });
+  for (const name of ["dragenter", "dragover"]) {
+    zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.add("over"); });
+  }
+  for (const name of ["dragleave", "drop"]) {
+    zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.remove("over"); });
+  }
+  zone.addEventListener("drop", (e) => addFiles([...e.dataTransfer.files]));
+  // A file dropped next to the zone would make the browser navigate away from the console.
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
 })();

@@ -1,0 +1,197 @@
+// Shared by the console and the job page: the job socket, the version rule, timelines and formatting.
+// The database is the truth and the socket is a hint: every (re)connect starts with a fresh snapshot, and a
+// job message older than what the page shows is dropped, so late or duplicated pushes cannot move a job back.
+(function () {
+  "use strict";
+
+  const config = JSON.parse(document.getElementById("gedge-config").textContent);
+  const PIPELINE = config.pipeline;
+  const TERMINAL = new Set(config.terminal);
+
+  function csrfToken() {
+    const field = document.querySelector("input[name=csrfmiddlewaretoken]");
+    if (field) return field.value;
+    const cookie = document.cookie.split("; ").find((c) => c.startsWith("csrftoken="));
+    return cookie ? decodeURIComponent(cookie.slice("csrftoken=".length)) : "";
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value == null || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key in node && typeof value !== "string") node[key] = value;
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    node.append(...children.filter((c) => c != null));
+    return node;
+  }
+
+  const fmt = {
+    time(iso) { return iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : ""; },
+    dateTime(iso) { return iso ? new Date(iso).toLocaleString([], { hour12: false }) : ""; },
+    duration(ms) {
+      if (ms == null || Number.isNaN(ms)) return "";
+      if (ms < 1000) return `${Math.round(ms)} ms`;
+      const s = ms / 1000;
+      if (s < 60) return `${s.toFixed(1)} s`;
+      const m = Math.floor(s / 60);
+      if (m < 60) return `${m} min ${Math.round(s % 60)} s`;
+      return `${Math.floor(m / 60)} h ${m % 60} min`;
+    },
+    bytes(n) {
+      const units = ["B", "KB", "MB", "GB", "TB"];
+      let i = 0;
+      while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+      return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+    },
+  };
+
+  // The stage a status belongs to, and its frames done; a "waiting" stage is queued, not yet running.
+  const STAGE_OF = {
+    Enqueue: ["preprocess", "waiting"], Preprocessing: ["preprocess", "running"],
+    Preprocessing_complete: ["inference", "waiting"], Inferencing: ["inference", "running"],
+    Inferencing_complete: ["postprocess", "waiting"], Postprocessing: ["postprocess", "running"],
+    Postprocessing_complete: ["postprocess", "done"], Exit: ["postprocess", "done"],
+  };
+
+  function stageText(job) {
+    const total = job.frame_count || 0;
+    if (job.status === "Exit") return `done · ${total} frames`;
+    if (job.status === "Cancelled") return "cancelled";
+    if (job.status === "Failed") return `failed${job.failed_stage ? " in " + job.failed_stage : ""}`;
+    const [stage, phase] = STAGE_OF[job.status] || ["", ""];
+    const done = (job.stage_progress || {})[stage] || 0;
+    if (phase === "waiting") return `queued for ${stage}${job.iteration ? ` (retry ${job.iteration})` : ""}`;
+    if (phase === "done") return `writing results · ${total} frames`;
+    return `${stage} · ${done} / ${total || "?"} frames`;
+  }
+
+  // Elapsed time of a job: fixed once it ended, still growing while it runs.
+  function durationMs(job, now) {
+    if (!job.started_at) return null;
+    const end = job.ended_at ? Date.parse(job.ended_at) : (TERMINAL.has(job.status) ? null : now);
+    return end == null ? null : end - Date.parse(job.started_at);
+  }
+
+  class VersionStore {
+    constructor() { this.versions = new Map(); }
+    // True when the job is newer than what the page shows (and records it); false for stale or duplicate.
+    accept(job) {
+      const known = this.versions.get(job.id);
+      if (known !== undefined && job.version <= known) return false;
+      this.versions.set(job.id, job.version);
+      return true;
+    }
+  }
+
+  // --- timelines: when each of the eight statuses was reached, from the job's events (JobEvent rows) ---
+
+  function reachedAt(events) {
+    const at = {};
+    for (const e of events) at[e.to_status] = e.at; // a retried stage shows its latest attempt
+    return at;
+  }
+
+  function renderStepper(list, job, events) {
+    const at = reachedAt(events);
+    const current = PIPELINE.indexOf(job.status);
+    list.replaceChildren(...PIPELINE.map((status, i) => {
+      let state = "todo";
+      if (current >= 0) state = i < current || job.status === "Exit" ? "done" : i === current ? "current" : "todo";
+      else if (at[status]) state = "done"; // Failed / Cancelled: show how far it got
+      const when = at[status];
+      return el("li", { class: state, "data-status": status, title: `${status}${when ? " · " + fmt.dateTime(when) : ""}` },
+        el("span", { class: "step-name", text: status.replace("_complete", " ✓") }),
+        el("time", { datetime: when || null, text: when ? fmt.time(when) : "" }));
+    }));
+    if (TERMINAL.has(job.status) && job.status !== "Exit") {
+      list.append(el("li", { class: `end s-${job.status}`, "data-status": job.status },
+        el("span", { class: "step-name", text: job.status }),
+        el("time", { text: at[job.status] ? fmt.time(at[job.status]) : "" })));
+    }
+  }
+
+  async function fetchJSON(url, options) {
+    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, ...options });
+    let body = null;
+    try { body = await response.json(); } catch (_) { /* empty or not JSON */ }
+    if (!response.ok) {
+      const message = body && body.error ? body.error.message : `${response.status} ${response.statusText}`;
+      throw Object.assign(new Error(message), { status: response.status, code: body && body.error && body.error.code });
+    }
+    return body;
+  }
+
+  async function fetchEvents(jobId) {
+    const body = await fetchJSON(`/api/jobs/${jobId}/events/`);
+    return Array.isArray(body) ? body : body.results; // plain or paginated list
+  }
+
+  // Re-reads a job's events whenever the status the page shows differs from the one its timeline was built
+  // for: one request per status change, none while nothing changes (the socket says when).
+  class TimelineCache {
+    // onChange(jobId): events arrived; latest(jobId): the job as the page shows it now.
+    constructor(onChange, latest) {
+      this.events = new Map(); this.builtFor = new Map(); this.busy = new Set();
+      this.onChange = onChange; this.latest = latest;
+    }
+    seed(jobId, status, events) { this.events.set(jobId, events); this.builtFor.set(jobId, status); }
+    get(jobId) { return this.events.get(jobId) || []; }
+    refresh(job) {
+      if (this.builtFor.get(job.id) === job.status || this.busy.has(job.id)) return;
+      this.busy.add(job.id);
+      const wanted = job.status;
+      fetchEvents(job.id).then((events) => {
+        this.busy.delete(job.id);
+        this.events.set(job.id, events);
+        // The events may already be ahead of the push that asked for them; that push will then match.
+        this.builtFor.set(job.id, events.length ? events[events.length - 1].to_status : wanted);
+        this.onChange(job.id);
+        const now = this.latest(job.id);
+        if (now && now.status !== wanted) this.refresh(now); // it moved on while we were reading
+      }, () => { this.busy.delete(job.id); /* the next push or reconnect tries again */ });
+    }
+  }
+
+  // --- the socket: snapshot on every connect, then job.update pushes; a visible state while it is down ---
+
+  function connectJobs({ onSnapshot, onUpdate }) {
+    const badge = document.getElementById("socket-state");
+    const banner = document.getElementById("reconnect-banner");
+    let delay = 500;
+    let everOpen = false;
+
+    function show(state) {
+      badge.hidden = false;
+      badge.dataset.state = state;
+      badge.textContent = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…" }[state];
+      banner.hidden = state !== "reconnecting";
+      document.body.dataset.socket = state;
+    }
+
+    function open() {
+      show(everOpen ? "reconnecting" : "connecting");
+      const proto = location.protocol === "https:" ? "wss" : "ws";
+      const ws = new WebSocket(`${proto}://${location.host}${config.socketPath}`);
+      ws.onopen = () => { everOpen = true; delay = 500; };
+      ws.onmessage = (event) => {
+        const message = JSON.parse(event.data);
+        if (message.type === "snapshot") { show("live"); onSnapshot(message.jobs); }
+        else if (message.type === "job.update") onUpdate(message.job);
+      };
+      ws.onclose = (event) => {
+        if (event.code === 4401) { location.reload(); return; } // session ended: the login page takes over
+        show("reconnecting");
+        // Jitter keeps a restarted server from being hit by every open page at the same instant.
+        setTimeout(open, delay + Math.random() * delay / 2);
+        delay = Math.min(delay * 2, 10000);
+      };
+    }
+    open();
+  }
+
+  window.Gedge = { config, PIPELINE, TERMINAL, csrfToken, el, fmt, stageText, durationMs, VersionStore,
+    TimelineCache, renderStepper, reachedAt, fetchJSON, fetchEvents, connectJobs };
+})();
