@@ -71,7 +71,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         if not form.is_valid():
             if "video" in form.errors:
                 raise ApiError("video_required", "send the video as the multipart field 'video'")
-            raise ApiError("invalid", json.dumps(form.errors))
+            raise serializers.ValidationError(form.errors)  # shaped as "invalid" with the field errors
         try:
             job, created = submit_job(request.user, form.validated_data["video"],
                                       client_token=form.validated_data["client_token"],

@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 from http import HTTPStatus
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import (
     RequestDataTooBig,
     SuspiciousOperation,
     TooManyFieldsSent,
     TooManyFilesSent,
 )
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -72,6 +73,11 @@ def _from_django(exc: Exception) -> ApiError | None:
 
 def exception_handler(exc, context):
     exc = _from_django(exc) or exc
+    if isinstance(exc, Http404):
+        # One answer for "no such job" and "someone else's job", so ids cannot be probed.
+        exc = exceptions.NotFound("not found")
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # a crash: Django answers 500, which ApiErrorMiddleware shapes (and Django logs)
