@@ -124,6 +124,7 @@ if REDIS_URL:
             "dramatiq.middleware.Callbacks",
             "dramatiq.middleware.Retries",
             "dramatiq.middleware.ShutdownNotifications",
+            "jobs.shutdown.GracefulShutdown",
             "django_dramatiq.middleware.AdminMiddleware",
             "django_dramatiq.middleware.DbConnectionsMiddleware",
             # Worker Pods: Dramatiq's metrics (and ours, see jobs/metrics.py) on :9191, and the readiness
@@ -157,6 +158,7 @@ else:
             "dramatiq.middleware.Callbacks",
             "dramatiq.middleware.Retries",
             "dramatiq.middleware.ShutdownNotifications",
+            "jobs.shutdown.GracefulShutdown",
             "django_dramatiq.middleware.DbConnectionsMiddleware",
         ],
     }
@@ -210,6 +212,10 @@ GEDGE_X264_CRF = env_int("GEDGE_X264_CRF", 23)
 GEDGE_MAX_ITERATIONS = env_int("GEDGE_MAX_ITERATIONS", 3)
 GEDGE_RETRY_BACKOFF_MS = env_int("GEDGE_RETRY_BACKOFF_MS", 2000)
 GEDGE_STAGE_TIME_LIMIT_S = env_int("GEDGE_STAGE_TIME_LIMIT_S", 3600)
+# Leases and the reaper (jobs/leases.py, jobs/reaper.py): a running stage renews its lease every TTL/3.
+GEDGE_LEASE_TTL_S = env_float("GEDGE_LEASE_TTL_S", 20)
+GEDGE_REDISPATCH_AFTER_S = env_float("GEDGE_REDISPATCH_AFTER_S", 30)
+GEDGE_REAPER_INTERVAL_S = env_float("GEDGE_REAPER_INTERVAL_S", 5)
 GEDGE_MAX_UPLOAD_BYTES = env_int("GEDGE_MAX_UPLOAD_BYTES", 2 * 1024**3)
 GEDGE_MAX_FRAMES = env_int("GEDGE_MAX_FRAMES", 200_000)
 GEDGE_MAX_WIDTH = env_int("GEDGE_MAX_WIDTH", 7680)

@@ -74,6 +74,17 @@ class Job(models.Model):
     summary = models.JSONField(default=dict, blank=True, help_text="Detections per class")
 
     version = models.PositiveBigIntegerField(default=1, help_text="Grows with every change pushed to browsers")
+
+    # Lease of the stage attempt now running (see jobs/leases.py). ``attempt`` grows with every stage start
+    # and fences writes: an attempt may only write while the row still carries its number.
+    attempt = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=200, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The last stage message sent, so the reaper can tell a lost message from one still queued.
+    message_id = models.CharField(max_length=64, blank=True, default="")
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # Where each stage attempt left its output, relative to the job folder (attempt-specific names).
+    artifacts = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

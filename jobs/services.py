@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -13,13 +15,14 @@ from django.db import IntegrityError, transaction
 
 from stages.errors import ModelError, UnprocessableInput
 from stages.inference import run_inference
-from stages.postprocess import EncoderSettings, postprocess_detections
+from stages.postprocess import ANNOTATED, DETECTIONS_JSON, EncoderSettings, postprocess_detections
 from stages.preprocess import preprocess_video
 from stages.video import probe_video
 
 from . import metrics
 from .broadcast import push_job
 from .detector import get_detector, model_input_size
+from .leases import HandBack, Lease, owner_name
 from .models import ACTIVE, TERMINAL, Job, Status
 from .transitions import (
     STAGE_BY_RUNNING,
@@ -62,32 +65,68 @@ def _preprocess(job: Job, progress: Callable[[int, int], None]) -> dict[str, Any
         limits=limits, progress=progress,
     )
     return {"width": result.width, "height": result.height, "fps": result.fps, "frame_count": result.frame_count,
-            "duration_s": info.duration_s, "preprocess_done": result.frame_count}
+            "duration_s": info.duration_s, "preprocess_done": result.frame_count,
+            "artifacts": {"frames": _rel(job, out)}}
 
 
 def _inference(job: Job, progress: Callable[[int, int], None]) -> dict[str, Any]:
     detector = get_detector()
-    result = run_inference(job.work_dir, detector, progress=progress)
-    (job.work_dir / MODEL_FACTS).write_text(json.dumps(detector.facts))
-    shutil.rmtree(job.work_dir / "frames", ignore_errors=True)  # consumed
+    frames, out = job.job_dir / job.artifacts["frames"], attempt_dir(job, "inference")
+    result = run_inference(frames, detector, progress=progress, out_dir=out)
+    (out / MODEL_FACTS).write_text(json.dumps(detector.facts))
     params = {**job.params, "score_threshold": detector.config.score_threshold,
               "iou_threshold": detector.config.iou_threshold, "batch_size": detector.batch_size,
               "model_format": detector.config.model_format}
     return {"model_name": detector.name, "model_sha256": detector.sha256, "params": params,
-            "inference_done": result.frame_count}
+            "inference_done": result.frame_count, "artifacts": {**job.artifacts, "detections": _rel(job, out)}}
 
 
 def _postprocess(job: Job, progress: Callable[[int, int], None]) -> dict[str, Any]:
-    model = json.loads((job.work_dir / MODEL_FACTS).read_text())
+    detections, out = job.job_dir / job.artifacts["detections"], attempt_dir(job, "postprocess")
+    model = json.loads((detections / MODEL_FACTS).read_text())
     video = {"width": job.width, "height": job.height, "fps": job.fps, "frame_count": job.frame_count,
              "duration_s": job.duration_s, "type": job.type}
     result = postprocess_detections(
-        job.source_path, job.work_dir, job.result_dir, video=video, model=model, parameters=job.params,
+        job.source_path, detections, out, video=video, model=model, parameters=job.params,
         encoder=EncoderSettings(preset=settings.GEDGE_X264_PRESET, crf=settings.GEDGE_X264_CRF),
         progress=progress,
     )
     return {"summary": {"detections": result.detections, "per_class": result.per_class},
-            "postprocess_done": result.frame_count}
+            "postprocess_done": result.frame_count, "artifacts": {**job.artifacts, "result": _rel(job, out)}}
+
+
+def attempt_dir(job: Job, stage: str) -> Path:
+    """Each stage attempt writes under its own name, so a stale attempt never touches a newer one's files."""
+    path = job.work_dir / f"a{job.attempt}-{stage}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _rel(job: Job, path: Path) -> str:
+    return str(path.relative_to(job.job_dir))
+
+
+def _after_complete(job: Job, stage: Stage) -> None:
+    """Once the completing transition won, drop what the next stage no longer needs; publish results."""
+    if stage.name == "inference":
+        shutil.rmtree(job.job_dir / job.artifacts["frames"], ignore_errors=True)
+    elif stage.name == "postprocess":
+        finalize_job(job)
+
+
+def finalize_job(job: Job) -> Job:
+    """Postprocessing_complete -> Exit: move the winning attempt's results into place, drop the work folder.
+
+    Idempotent, so the reaper can finish a job whose worker died between the two steps.
+    """
+    source = job.job_dir / job.artifacts.get("result", "-")
+    job.result_dir.mkdir(parents=True, exist_ok=True)
+    for name in (ANNOTATED, DETECTIONS_JSON):
+        if (source / name).exists():
+            os.replace(source / name, job.result_dir / name)
+    cleanup_work(job)
+    return transition(job.pk, Status.POSTPROCESSING_COMPLETE, Status.EXIT, message="results ready")
 
 
 STAGE_BODIES: dict[str, Callable[[Job, Callable[[int, int], None]], dict[str, Any]]] = {
@@ -98,13 +137,17 @@ STAGE_BODIES: dict[str, Callable[[Job, Callable[[int, int], None]], dict[str, An
 
 
 class _Progress:
-    """Stores frames done at most every GEDGE_PROGRESS_INTERVAL_S and pushes it; raises on cancel."""
+    """Stores frames done at most every GEDGE_PROGRESS_INTERVAL_S and pushes it.
 
-    def __init__(self, job: Job, stage: Stage) -> None:
-        self.job, self.stage = job, stage
+    Raises JobInterrupted (cancelled, lease lost) or HandBack (worker stopping) at batch boundaries.
+    """
+
+    def __init__(self, job: Job, stage: Stage, lease: Lease) -> None:
+        self.job, self.stage, self.lease = job, stage, lease
         self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
+        self.lease.check()
         now = time.monotonic()
         if done < total and now - self.last < settings.GEDGE_PROGRESS_INTERVAL_S:
             return
@@ -112,7 +155,7 @@ class _Progress:
         fields: dict[str, Any] = {self.stage.progress_field: done}
         if total and total != self.job.frame_count and self.stage.name == "preprocess":
             fields["frame_count"] = total
-        job = record_progress(self.job.pk, self.stage.running, fields)
+        job = record_progress(self.job.pk, self.stage.running, self.job.attempt, fields)
         self.job.frame_count = job.frame_count
         push_job(job)
 
@@ -121,18 +164,24 @@ def run_stage(stage_name: str, job_id: int) -> None:
     """Run one stage of one job; safe to call twice with the same message (the second is ignored)."""
     stage = STAGES[stage_name]
     try:
-        job = transition(job_id, stage.ready, stage.running, message=f"{stage.name} started")
+        job = transition(job_id, stage.ready, stage.running, message=f"{stage.name} started",
+                         lease_owner=owner_name())
     except StaleTransition:
         logger.info("duplicate or late %s message ignored", stage.name, extra={"job_id": job_id})
         return
     started = time.perf_counter()
     try:
-        fields = STAGE_BODIES[stage.name](job, _Progress(job, stage))
+        with Lease(job.pk, stage.running, job.attempt) as lease:
+            fields = STAGE_BODIES[stage.name](job, _Progress(job, stage, lease))
+            lease.check()
     except JobInterrupted:
         job.refresh_from_db()
         logger.info("%s stopped: job is %s", stage.name, job.status, extra={"job_id": job_id})
         if job.status == Status.CANCELLED:
             cleanup_work(job)
+        return
+    except HandBack:
+        _hand_back(job, stage)
         return
     except (UnprocessableInput, ModelError) as exc:
         _fail(job, stage, str(exc) if isinstance(exc, UnprocessableInput) else f"model: {exc}")
@@ -144,14 +193,21 @@ def run_stage(stage_name: str, job_id: int) -> None:
     stage_ms = {**job.stage_ms, stage.name: round((time.perf_counter() - started) * 1000)}
     try:
         job = transition(job_id, stage.running, stage.complete, fields={**fields, "stage_ms": stage_ms},
-                         message=f"{stage.name} done")
+                         message=f"{stage.name} done", attempt=job.attempt)
     except StaleTransition:
         logger.info("%s finished but the job moved on (cancelled?)", stage.name, extra={"job_id": job_id})
         return
     metrics.observe_stage(stage.name, stage_ms[stage.name] / 1000, fields.get(stage.progress_field, 0))
-    if stage.complete == Status.POSTPROCESSING_COMPLETE:
-        cleanup_work(job)
-        transition(job_id, Status.POSTPROCESSING_COMPLETE, Status.EXIT, message="results ready")
+    _after_complete(job, stage)
+
+
+def _hand_back(job: Job, stage: Stage) -> None:
+    """Worker shutdown: return the job to its ready status for another worker; not an error, no iteration."""
+    try:
+        transition(job.pk, stage.running, stage.ready, attempt=job.attempt,
+                   message=f"{stage.name} handed back: worker shutting down")
+    except StaleTransition:
+        pass
 
 
 def _retry_or_fail(job: Job, stage: Stage, reason: str) -> None:
@@ -160,15 +216,21 @@ def _retry_or_fail(job: Job, stage: Stage, reason: str) -> None:
         _fail(job, stage, f"{stage.name} failed {iteration} times; last error: {reason}")
         return
     delay = settings.GEDGE_RETRY_BACKOFF_MS * 2 ** (iteration - 1)
-    transition(job.pk, stage.running, stage.ready, fields={"iteration": iteration, "error": reason},
-               message=f"{stage.name} failed ({reason}); retry {iteration} in {delay / 1000:g} s",
-               dispatch_delay_ms=delay)
+    try:
+        transition(job.pk, stage.running, stage.ready, fields={"iteration": iteration, "error": reason},
+                   message=f"{stage.name} failed ({reason}); retry {iteration} in {delay / 1000:g} s",
+                   dispatch_delay_ms=delay, attempt=job.attempt)
+    except StaleTransition:  # the lease was taken over meanwhile: the newer attempt owns the job
+        return
     metrics.count_retry(stage.name)
 
 
 def _fail(job: Job, stage: Stage, reason: str) -> None:
-    transition(job.pk, stage.running, Status.FAILED, fields={"error": reason, "failed_stage": stage.name},
-               message=reason)
+    try:
+        transition(job.pk, stage.running, Status.FAILED, fields={"error": reason, "failed_stage": stage.name},
+                   message=reason, attempt=job.attempt)
+    except StaleTransition:
+        return
     metrics.count_failure(stage.name)
 
 
@@ -214,9 +276,8 @@ def retry_job(job: Job, by: str = "") -> Job:
 def _stage_input_present(job: Job) -> bool:
     if job.failed_stage == "preprocess":
         return True
-    if job.failed_stage == "inference":
-        return (job.work_dir / "frames" / "meta.json").exists()
-    return (job.work_dir / MODEL_FACTS).exists()
+    key = "frames" if job.failed_stage == "inference" else "detections"
+    return key in job.artifacts and (job.job_dir / job.artifacts[key]).is_dir()
 
 
 def _check_active_cap(user) -> None:

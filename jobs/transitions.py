@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -77,10 +78,27 @@ class StaleTransition(Exception):
     """The job was no longer in the expected status: a duplicate, late or raced message."""
 
 
-def dispatch_stage(job_id: int, stage: Stage, delay_ms: int = 0) -> None:
+def dispatch_stage(job: Job, stage: Stage, delay_ms: int = 0) -> None:
+    """Send the stage's message after commit; its id is stored on the row now, in the same transaction.
+
+    ``dispatched_at`` is when the message is due (after any backoff), so the reaper can tell a lost message
+    from one that is merely waiting (jobs/reaper.py).
+    """
     from . import actors  # actors import this module; Dramatiq needs the broker set up first
 
-    actors.ACTOR_BY_STAGE[stage.name].send_with_options(args=(job_id,), delay=delay_ms or None)
+    actor = actors.ACTOR_BY_STAGE[stage.name]
+    message = actor.message_with_options(args=(job.pk,))
+    due = timezone.now() + timedelta(milliseconds=delay_ms)
+    Job.objects.filter(pk=job.pk).update(message_id=message.message_id, dispatched_at=due)
+    job.message_id, job.dispatched_at = message.message_id, due
+
+    def send() -> None:
+        try:
+            actor.broker.enqueue(message, delay=delay_ms or None)
+        except Exception:  # broker down: the row is committed; the reaper sends the stage again
+            logger.warning("could not send %s", stage.name, exc_info=True, extra={"job_id": job.pk})
+
+    transaction.on_commit(send)
 
 
 def transition(
@@ -91,20 +109,33 @@ def transition(
     message: str = "",
     fields: dict[str, Any] | None = None,
     dispatch_delay_ms: int = 0,
+    attempt: int | None = None,
+    lease_owner: str = "",
 ) -> Job:
-    """Move a job from ``from_status`` to ``to_status`` or raise; returns the updated job."""
+    """Move a job from ``from_status`` to ``to_status`` or raise; returns the updated job.
+
+    ``attempt`` fences a stage attempt's own moves: they apply only while the row still carries that attempt
+    number (a stale worker whose lease was taken over cannot move the job). Entering a running status starts a
+    new attempt: ``attempt + 1``, a fresh heartbeat and ``lease_owner``.
+    """
     if to_status not in TRANSITIONS[from_status]:
         raise IllegalTransition(f"job {job_id}: {from_status} -> {to_status} is not allowed")
     now = timezone.now()
     updates: dict[str, Any] = {"status": to_status, "version": F("version") + 1, "updated_at": now, **(fields or {})}
     if to_status in STAGE_BY_RUNNING:
-        updates["started_at"] = Coalesce(F("started_at"), now)
+        updates.update(started_at=Coalesce(F("started_at"), now), attempt=F("attempt") + 1, heartbeat_at=now,
+                       lease_owner=lease_owner[:200])
+    elif from_status in STAGE_BY_RUNNING:
+        updates.update(heartbeat_at=None, lease_owner="")
     if to_status in TERMINAL:
         updates["ended_at"] = now
+    match = {"pk": job_id, "status": from_status}
+    if attempt is not None:
+        match["attempt"] = attempt
     with transaction.atomic():
-        changed = Job.objects.filter(pk=job_id, status=from_status).update(**updates)
+        changed = Job.objects.filter(**match).update(**updates)
         if changed != 1:
-            raise StaleTransition(f"job {job_id} is not {from_status}")
+            raise StaleTransition(f"job {job_id} is not {from_status}" + (f" at attempt {attempt}" if attempt else ""))
         job = Job.objects.get(pk=job_id)
         JobEvent.objects.create(job=job, from_status=from_status, to_status=to_status,
                                 iteration=job.iteration, message=message[:2000])
@@ -125,23 +156,24 @@ def create_job(**fields: Any) -> Job:
 def _after_commit(job: Job, dispatch_delay_ms: int) -> None:
     from .broadcast import push_job
 
-    transaction.on_commit(lambda: push_job(job))
     stage = STAGE_BY_READY.get(job.status)
     if stage is not None:
-        transaction.on_commit(lambda: dispatch_stage(job.pk, stage, dispatch_delay_ms))
+        dispatch_stage(job, stage, dispatch_delay_ms)
+    transaction.on_commit(lambda: push_job(job))
 
 
 class JobInterrupted(Exception):
     """The job left the running status under a stage (cancelled, or taken over): stop at this boundary."""
 
 
-def record_progress(job_id: int, running: str, fields: dict[str, Any]) -> Job:
-    """Store progress while ``running``; raises JobInterrupted where the job is no longer in it."""
-    changed = Job.objects.filter(pk=job_id, status=running).update(
-        version=F("version") + 1, updated_at=timezone.now(), **fields
+def record_progress(job_id: int, running: str, attempt: int, fields: dict[str, Any]) -> Job:
+    """Store progress (and renew the lease) while ``running`` at ``attempt``; else raise JobInterrupted."""
+    now = timezone.now()
+    changed = Job.objects.filter(pk=job_id, status=running, attempt=attempt).update(
+        version=F("version") + 1, updated_at=now, heartbeat_at=now, **fields
     )
     if changed != 1:
-        raise JobInterrupted(f"job {job_id} is no longer {running}")
+        raise JobInterrupted(f"job {job_id} is no longer {running} at attempt {attempt}")
     return Job.objects.get(pk=job_id)
 
 

@@ -28,14 +28,20 @@ class InferenceResult:
 
 
 def run_inference(
-    work_dir: str | Path, detector: Detector, *, progress: Callable[[int, int], None] | None = None
+    work_dir: str | Path,
+    detector: Detector,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    out_dir: str | Path | None = None,
 ) -> InferenceResult:
+    """Read the frame store in ``work_dir``; write DETECTIONS_FILE to ``out_dir`` (default: ``work_dir``)."""
     started = time.perf_counter()
     work_dir = Path(work_dir)
+    out_dir = Path(out_dir) if out_dir is not None else work_dir
     meta = read_meta(work_dir)
     total = meta["frame_count"]
-    final = work_dir / DETECTIONS_FILE
-    tmp = work_dir / f".{DETECTIONS_FILE}.{os.getpid()}.tmp"
+    final = out_dir / DETECTIONS_FILE
+    tmp = out_dir / f".{DETECTIONS_FILE}.{os.getpid()}.tmp"
     count = 0
     with open(tmp, "wb") as out:
         for start, frames in iter_chunks(work_dir, meta):

@@ -29,6 +29,7 @@ class Command(BaseCommand):
         from gedge_site.asgi import application
 
         worker = start_embedded_worker(worker_threads)
+        start_reaper_thread()
         self.stdout.write(f"G-Edge on http://{host}:{port}/ (embedded: SQLite, in-process broker, "
                           f"{worker_threads} worker threads)\n")
         try:
@@ -48,3 +49,17 @@ def start_embedded_worker(threads: int):
     worker = Worker(broker, worker_threads=threads, worker_timeout=200)
     worker.start()
     return worker
+
+
+def start_reaper_thread() -> None:
+    import threading
+    import time
+
+    from .run_reaper import reap_safely
+
+    def loop() -> None:
+        while True:
+            reap_safely()
+            time.sleep(settings.GEDGE_REAPER_INTERVAL_S)
+
+    threading.Thread(target=loop, name="reaper", daemon=True).start()
