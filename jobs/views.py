@@ -21,7 +21,7 @@ from stages.postprocess import DETECTIONS_JSON
 from .api import visible_jobs
 from .models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Status
 from .serializers import JobEventSerializer, job_payload
-from .services import submit_job
+from .services import TooManyActiveJobs, submit_job
 from .uploads import UploadTooLarge
 
 CONSOLE_LIMIT = 200  # as many as the socket's snapshot carries, so both views agree
@@ -83,6 +83,8 @@ def upload(request: HttpRequest) -> HttpResponse:
             messages.error(request, f"{uploaded.name}: not a usable video ({exc}).")
         except UploadTooLarge:
             messages.error(request, f"{uploaded.name}: the file is too large.")
+        except TooManyActiveJobs as exc:
+            messages.error(request, f"{uploaded.name}: {exc}")
     return redirect("console")
 
 

@@ -126,7 +126,8 @@
   // Some systems report no type for video containers; the name decides then, and the server probes anyway.
   const VIDEO_NAME = /\.(mp4|m4v|mov|qt|mkv|webm|avi|ts|mts|m2ts|flv|mpe?g|wmv|asf|ogv|3gp|3g2|h264|264|hevc|265)$/i;
   const ERROR_TITLES = { not_a_video: "Not a video", too_large: "Too large", unsupported_type: "Unsupported type",
-    video_required: "No file", throttled: "Too many uploads", not_authenticated: "Logged out" };
+    video_required: "No file", throttled: "Too many uploads", too_many_active_jobs: "Too many active jobs",
+    not_authenticated: "Logged out" };
 
   function randomToken() {
     const bytes = crypto.getRandomValues(new Uint8Array(16)); // works on plain http too, unlike randomUUID

@@ -1,0 +1,142 @@
+"""The job socket /ws/jobs/ through the real ASGI application (origin check, session auth, routing) and the
+configured channel layer (Redis under `make test`, as in production)."""
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db.models import F
+from django.test import Client
+from rest_framework.test import APIClient
+
+from gedge_site.asgi import application
+from jobs.broadcast import push_job
+from jobs.models import Job, Status
+from jobs.transitions import transition
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the consumer reads the database from another thread
+
+ORIGIN = b"http://127.0.0.1"
+TIMEOUT = 5
+
+
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+def socket(user=None, origin: bytes = ORIGIN) -> WebsocketCommunicator:
+    headers = [(b"origin", origin), (b"host", b"127.0.0.1")]
+    if user is not None:
+        headers.append((b"cookie", session_cookie(user)))
+    return WebsocketCommunicator(application, "/ws/jobs/", headers=headers)
+
+
+def make_job(user, **fields) -> Job:
+    return Job.objects.create(user=user, path="uploads/a.mp4", type="mp4/mp4", original_name="a.mp4",
+                              frame_count=84, **fields)
+
+
+async def connect(communicator: WebsocketCommunicator) -> list[dict]:
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected
+    snapshot = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert snapshot["type"] == "snapshot"
+    return snapshot["jobs"]
+
+
+def test_anonymous_connection_is_refused():
+    communicator = socket(None)
+
+    async def scenario():
+        connected, code = await communicator.connect(timeout=TIMEOUT)
+        assert not connected and code == 4401
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_connection_from_a_foreign_origin_is_refused(owner):
+    communicator = socket(owner, origin=b"http://evil.example")
+
+    async def scenario():
+        connected, _ = await communicator.connect(timeout=TIMEOUT)
+        assert not connected
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_snapshot_on_connect_holds_the_users_jobs_in_the_api_shape(owner, other, redis_clean):
+    mine = [make_job(owner), make_job(owner, status=Status.FAILED, error="boom")]
+    make_job(other)
+    api = APIClient()
+    api.force_authenticate(owner)
+    expected = [api.get(f"/api/jobs/{job.pk}/").json() for job in reversed(mine)]
+
+    communicator = socket(owner)
+
+    async def scenario():
+        jobs = await connect(communicator)
+        assert jobs == expected  # newest first, exactly what GET /api/jobs/{id}/ answers, version included
+        # A page that suspects it missed pushes asks again and gets the same truth.
+        await communicator.send_json_to({"type": "snapshot"})
+        again = await communicator.receive_json_from(timeout=TIMEOUT)
+        assert again == {"type": "snapshot", "jobs": expected}
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_updates_reach_the_owner_and_staff_only(owner, other, staff, redis_clean):
+    owners_job, others_job = make_job(owner), make_job(other)
+
+    sockets = {name: socket(user) for name, user in (("owner", owner), ("other", other), ("staff", staff))}
+
+    async def scenario():
+        snapshots = {name: await connect(s) for name, s in sockets.items()}
+        assert [j["id"] for j in snapshots["owner"]] == [owners_job.pk]
+        assert [j["id"] for j in snapshots["other"]] == [others_job.pk]
+        assert [j["id"] for j in snapshots["staff"]] == [others_job.pk, owners_job.pk]
+
+        # A real transition, pushed after commit as the workers do.
+        await sync_to_async(transition)(owners_job.pk, Status.ENQUEUE, Status.PREPROCESSING)
+        for name in ("owner", "staff"):
+            message = await sockets[name].receive_json_from(timeout=TIMEOUT)
+            assert message["type"] == "job.update"
+            assert message["job"]["id"] == owners_job.pk and message["job"]["status"] == "Preprocessing"
+            assert message["job"]["version"] == owners_job.version + 1
+        assert await sockets["other"].receive_nothing(timeout=1)
+
+        await sync_to_async(transition)(others_job.pk, Status.ENQUEUE, Status.CANCELLED)
+        assert (await sockets["other"].receive_json_from(timeout=TIMEOUT))["job"]["status"] == "Cancelled"
+        assert (await sockets["staff"].receive_json_from(timeout=TIMEOUT))["job"]["id"] == others_job.pk
+        assert await sockets["owner"].receive_nothing(timeout=1)
+        for s in sockets.values():
+            await s.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_progress_pushes_carry_growing_versions(owner, redis_clean):
+    job = make_job(owner, status=Status.INFERENCING)
+
+    def progress(done: int) -> None:  # what a stage's progress callback stores and pushes
+        Job.objects.filter(pk=job.pk).update(inference_done=done, version=F("version") + 1)
+        push_job(Job.objects.get(pk=job.pk))
+
+    communicator = socket(owner)
+
+    async def scenario():
+        await connect(communicator)
+        versions = []
+        for done in (8, 16, 24):
+            await sync_to_async(progress)(done)
+            message = await communicator.receive_json_from(timeout=TIMEOUT)
+            assert message["job"]["stage_progress"]["inference"] == done
+            versions.append(message["job"]["version"])
+        assert versions == sorted(versions) and len(set(versions)) == 3
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()
