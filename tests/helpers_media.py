@@ -1,12 +1,15 @@
 """Generators of good and bad media files for the upload and pipeline tests (all small, made on the fly)."""
 from __future__ import annotations
 
+import json
 import struct
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from jobs.models import Job, Status
 
 from .conftest import make_video
 
@@ -189,3 +192,23 @@ def corrupt_middle(source: Path, path: Path) -> Path:
 def random_bytes(path: Path, size: int) -> Path:
     path.write_bytes(np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes())
     return path
+
+
+# --- job rows and result files, for API and ownership tests that need no pipeline run ---
+
+PERSON = {"class": "person", "class_id": 0, "score": 0.9, "box": [1.0, 2.0, 30.0, 40.0]}
+
+
+def make_job(user, status=Status.ENQUEUE, **fields) -> Job:
+    return Job.objects.create(user=user, path=f"uploads/{user.pk}/x.mp4", type="mp4/mp4", status=status, **fields)
+
+
+def finished_job(user, frames: int = 5) -> Job:
+    """A job at Exit with result files as postprocess writes them."""
+    job = make_job(user, Status.EXIT, frame_count=frames)
+    job.result_dir.mkdir(parents=True)
+    doc = {"video": {"frame_count": frames}, "model": {"name": "m"}, "parameters": {},
+           "frames": [{"index": i, "time_ms": i * 40.0, "boxes": [PERSON]} for i in range(frames)]}
+    (job.result_dir / "detections.json").write_text(json.dumps(doc))
+    (job.result_dir / "annotated.mp4").write_bytes(bytes(range(256)) * 4)  # 1024 known bytes
+    return job

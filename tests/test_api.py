@@ -17,7 +17,7 @@ from jobs.models import Job, Status
 from jobs.uploads import SizeLimitUploadHandler
 
 from .conftest import PASSWORD, token_for
-from .helpers_media import good_video, text_file
+from .helpers_media import finished_job, good_video, make_job, text_file
 
 pytestmark = pytest.mark.django_db
 
@@ -41,21 +41,6 @@ def submit(client, path, name=None, **fields):
         upload = io.BytesIO(fh.read())
     upload.name = name or path.name
     return client.post("/api/jobs/", {"video": upload, **fields}, format="multipart")
-
-
-def make_job(user, status=Status.ENQUEUE, **fields) -> Job:
-    return Job.objects.create(user=user, path=f"uploads/{user.pk}/x.mp4", type="mp4/mp4", status=status, **fields)
-
-
-def finished_job(user, frames: int = 5) -> Job:
-    """A job at Exit with result files as postprocess writes them."""
-    job = make_job(user, Status.EXIT, frame_count=frames)
-    job.result_dir.mkdir(parents=True)
-    doc = {"video": {"frame_count": frames}, "model": {"name": "m"}, "parameters": {},
-           "frames": [{"index": i, "time_ms": i * 40.0, "boxes": []} for i in range(frames)]}
-    (job.result_dir / "detections.json").write_text(json.dumps(doc))
-    (job.result_dir / "annotated.mp4").write_bytes(bytes(range(256)) * 4)  # 1024 known bytes
-    return job
 
 
 # --- submit ---
