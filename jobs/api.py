@@ -69,6 +69,9 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         if getattr(request._request, "gedge_upload_too_large", False):
             raise self._too_large()
         if not form.is_valid():
+            sent = request.FILES.get("video")
+            if sent is not None and sent.size == 0:
+                raise ApiError("not_a_video", "not a usable video: the file is empty")
             if "video" in form.errors:
                 raise ApiError("video_required", "send the video as the multipart field 'video'")
             raise serializers.ValidationError(form.errors)  # shaped as "invalid" with the field errors
