@@ -136,7 +136,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [env_str("CHANNELS_REDIS_URL", REDIS_URL)],
+            # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's blocking
+            # BZPOPMIN: every idle WebSocket consumer died with TimeoutError after 5 s (channels_redis#422).
+            # A longer bound keeps the blocking read alive and still notices a dead Redis.
+            "CONFIG": {"hosts": [{"address": env_str("CHANNELS_REDIS_URL", REDIS_URL), "socket_timeout": 30}],
                        "prefix": env_str("GEDGE_CHANNELS_PREFIX", "gedge")},
         }
     }
