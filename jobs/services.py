@@ -304,7 +304,8 @@ def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False)
     try:
         with transaction.atomic():
             # One user's submissions take turns here, so two at once cannot both slip under the cap.
-            type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).get()
+            # _meta.model, not type(user): a session user is a SimpleLazyObject, which has no manager.
+            user._meta.model.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).get()
             _check_active_cap(user)
             job = create_job(
                 user=user, path=path, type=job_type(name, info), original_name=name, size_bytes=size,
