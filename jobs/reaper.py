@@ -27,20 +27,26 @@ from .transitions import STAGE_BY_READY, STAGE_BY_RUNNING, StaleTransition, disp
 logger = logging.getLogger(__name__)
 
 
-def message_waiting(queue_name: str, message_id: str) -> bool:
-    """Is the message still in its queue (or delay queue), i.e. not taken by any worker yet?"""
+def waiting_message_ids(queue_name: str) -> set[str]:
+    """Ids of the messages still in a queue (or its delay queue), i.e. not taken by any worker yet."""
+    from dramatiq import Message
     from dramatiq.common import dq_name
 
     broker = dramatiq.get_broker()
-    queues = (queue_name, dq_name(queue_name))
-    client = getattr(broker, "client", None)
-    if client is not None:  # RedisBroker
-        return any(client.lpos(f"{broker.namespace}:{q}", message_id) is not None for q in queues)
-    for q in queues:  # StubBroker (embedded): queued messages are encoded in a queue.Queue
-        pending = getattr(broker.queues.get(q), "queue", ())
-        if any(message_id.encode() in data for data in list(pending)):
-            return True
-    return False
+    ids: set[str] = set()
+    for q in (queue_name, dq_name(queue_name)):
+        client = getattr(broker, "client", None)
+        if client is not None:  # RedisBroker: the list holds Redis-side ids, the hash holds the messages
+            keys = client.lrange(f"{broker.namespace}:{q}", 0, -1)
+            payloads = client.hmget(f"{broker.namespace}:{q}.msgs", keys) if keys else []
+        else:  # StubBroker (embedded): encoded messages in a queue.Queue
+            payloads = list(getattr(broker.queues.get(q), "queue", ()))
+        ids.update(Message.decode(p).message_id for p in payloads if p)
+    return ids
+
+
+def message_waiting(queue_name: str, message_id: str) -> bool:
+    return message_id in waiting_message_ids(queue_name)
 
 
 def reap() -> dict[str, int]:
@@ -53,9 +59,12 @@ def reap() -> dict[str, int]:
     ready = Job.objects.filter(status__in=list(STAGE_BY_READY)).filter(
         Q(dispatched_at__lt=stale) | Q(dispatched_at__isnull=True)
     )
+    waiting: dict[str, set[str]] = {}
     for job in ready:
         stage = STAGE_BY_READY[job.status]
-        if job.message_id and message_waiting(stage.name, job.message_id):
+        if stage.name not in waiting:
+            waiting[stage.name] = waiting_message_ids(stage.name)
+        if job.message_id and job.message_id in waiting[stage.name]:
             continue
         if Job.objects.filter(pk=job.pk, status=job.status, message_id=job.message_id).exists():
             dispatch_stage(job, stage)

@@ -22,6 +22,7 @@ from stages.video import probe_video
 from . import metrics
 from .broadcast import push_job
 from .detector import get_detector, model_input_size
+from .faults import maybe_crash
 from .leases import HandBack, Lease, owner_name
 from .models import ACTIVE, TERMINAL, Job, Status
 from .transitions import (
@@ -169,6 +170,7 @@ def run_stage(stage_name: str, job_id: int) -> None:
     except StaleTransition:
         logger.info("duplicate or late %s message ignored", stage.name, extra={"job_id": job_id})
         return
+    maybe_crash(job.original_name, stage.name, job.pk)
     started = time.perf_counter()
     try:
         with Lease(job.pk, stage.running, job.attempt) as lease:

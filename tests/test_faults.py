@@ -1,0 +1,184 @@
+"""Nothing lost: leases, fencing, the reaper, hand-back on SIGTERM, and a short fault run."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+import redis
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+
+from jobs import services
+from jobs.models import Job, Status
+from jobs.reaper import message_waiting, reap, waiting_message_ids
+from jobs.services import run_stage, submit_job
+from jobs.transitions import JobInterrupted, StaleTransition, record_progress, transition
+
+from .conftest import ROOT, free_port, make_video, service_env, wait_for_status
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def upload(user, tmp_path, frames=6, **size):
+    path = make_video(tmp_path / "clip.mp4", frames=frames, **size)
+    job, _ = submit_job(user, SimpleUploadedFile("clip.mp4", path.read_bytes(), "video/mp4"))
+    return job
+
+
+def queued_ids(client, queue: str) -> list[str]:
+    return sorted(waiting_message_ids(queue))
+
+
+def test_submit_records_the_message_and_it_is_queued(owner, tmp_path, redis_clean):
+    job = upload(owner, tmp_path)
+    assert job.message_id and queued_ids(redis_clean, "preprocess") == [job.message_id]
+    assert message_waiting("preprocess", job.message_id)
+
+
+def test_expired_lease_is_redispatched_with_an_iteration(owner, tmp_path, redis_clean, settings):
+    job = upload(owner, tmp_path)
+    redis_clean.flushdb()  # the first message was taken by a worker that then died
+    job = transition(job.pk, Status.ENQUEUE, Status.PREPROCESSING, lease_owner="host:4242:1")
+    assert job.attempt == 1 and job.heartbeat_at is not None
+    assert reap()["expired"] == 0  # a fresh lease is left alone
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    assert reap()["expired"] == 1
+    job.refresh_from_db()
+    assert job.status == Status.ENQUEUE and job.iteration == 1
+    assert "lease expired" in job.events.last().message and "host:4242:1" in job.events.last().message
+    assert queued_ids(redis_clean, "preprocess") == [job.message_id]
+
+
+def test_expired_lease_past_the_limit_fails_the_job(owner, tmp_path, redis_clean, settings):
+    settings.GEDGE_MAX_ITERATIONS = 1
+    job = upload(owner, tmp_path)
+    Job.objects.filter(pk=job.pk).update(iteration=1)
+    transition(job.pk, Status.ENQUEUE, Status.PREPROCESSING)
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    assert reap()["failed"] == 1
+    job.refresh_from_db()
+    assert job.status == Status.FAILED and "gave up" in job.error and job.failed_stage == "preprocess"
+
+
+def test_lost_message_is_sent_again_but_a_waiting_one_is_not(owner, tmp_path, redis_clean, settings):
+    settings.GEDGE_REDISPATCH_AFTER_S = 0
+    job = upload(owner, tmp_path)
+    assert reap()["redispatched"] == 0  # still waiting in the queue
+    redis_clean.flushdb()  # Redis restarted and lost the queue
+    assert reap()["redispatched"] == 1
+    job.refresh_from_db()
+    assert queued_ids(redis_clean, "preprocess") == [job.message_id]
+    assert reap()["redispatched"] == 0
+
+
+def test_a_stale_attempt_cannot_write_over_a_newer_one(owner, tmp_path, redis_clean, monkeypatch):
+    job = upload(owner, tmp_path)
+    real = services.STAGE_BODIES["preprocess"]
+    takeover = {}
+
+    def paused_worker(job_, progress):
+        fields = real(job_, progress)
+        # While this worker was stalled its lease expired and another attempt took the job over.
+        transition(job_.pk, Status.PREPROCESSING, Status.ENQUEUE, attempt=job_.attempt, message="reaped")
+        takeover["job"] = transition(job_.pk, Status.ENQUEUE, Status.PREPROCESSING, lease_owner="newer")
+        return fields
+
+    monkeypatch.setitem(services.STAGE_BODIES, "preprocess", paused_worker)
+    run_stage("preprocess", job.pk)
+    job.refresh_from_db()
+    assert job.status == Status.PREPROCESSING and job.attempt == 2 and job.lease_owner == "newer"
+    assert job.artifacts == {} and job.stage_ms == {}  # the stale completion wrote nothing
+    with pytest.raises(StaleTransition):
+        transition(job.pk, Status.PREPROCESSING, Status.PREPROCESSING_COMPLETE, attempt=1)
+    with pytest.raises(JobInterrupted):
+        record_progress(job.pk, Status.PREPROCESSING, 1, {"preprocess_done": 1})
+    # Each attempt writes under its own name: the stale one's frames are not the newer one's.
+    assert (job.work_dir / "a1-preprocess").is_dir() and not (job.work_dir / "a2-preprocess").exists()
+
+
+def test_postprocessing_complete_left_behind_is_finalised(owner, tmp_path, redis_clean, settings, monkeypatch):
+    settings.GEDGE_REDISPATCH_AFTER_S = 0
+    job = upload(owner, tmp_path)
+    run_stage("preprocess", job.pk)
+    run_stage("inference", job.pk)
+    # The worker dies right after postprocessing completed, before the results were moved into place.
+    monkeypatch.setattr(services, "_after_complete", lambda job, stage: None)
+    run_stage("postprocess", job.pk)
+    job.refresh_from_db()
+    assert job.status == Status.POSTPROCESSING_COMPLETE and not job.result_dir.exists()
+    monkeypatch.undo()
+    assert reap()["finalized"] == 1
+    job.refresh_from_db()
+    assert job.status == Status.EXIT and (job.result_dir / "annotated.mp4").exists()
+    assert not job.work_dir.exists()
+
+
+def test_sigterm_during_inference_hands_the_job_back(owner, tmp_path, media_root, processes, redis_clean):
+    env = service_env(media_root, GEDGE_PROGRESS_INTERVAL_S="0")
+    processes.worker(["preprocess"], env)
+    processes.worker(["postprocess"], env)
+    first = processes.worker(["inference"], env, name="inference-1")
+    job = upload(owner, tmp_path, frames=240, width=640, height=360)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.status == Status.INFERENCING and job.inference_done > 0:
+            break
+        time.sleep(0.05)
+    assert job.status == Status.INFERENCING, processes.logs()
+    first.send_signal(signal.SIGTERM)  # what Kubernetes does to a Pod being moved or scaled down
+    processes.worker(["inference"], env, name="inference-2")
+    assert first.wait(timeout=60) == 0, "the worker must stop cleanly within the grace period"
+    job = wait_for_status(job.pk, {Status.EXIT, Status.FAILED}, timeout=180, logs=processes.logs)
+    assert job.status == Status.EXIT, job.error
+    assert job.iteration == 0, "a hand-back is not a failure"
+    messages = list(job.events.values_list("message", flat=True))
+    assert any("handed back" in m for m in messages), messages
+    assert job.events.filter(to_status=Status.INFERENCING).count() == 2
+    assert job.inference_done == job.postprocess_done == job.frame_count == 240
+    assert len(json.loads((job.result_dir / "detections.json").read_text())["frames"]) == 240
+
+
+def test_short_fault_run(tmp_path, redis_clean):
+    """The fault command, shortened: worker SIGKILLs, a poison job, and a Redis restart (a private Redis)."""
+    from django.conf import settings
+
+    port = free_port()
+    start = (f"redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --daemonize yes "
+             f"--pidfile {tmp_path}/redis.pid --logfile {tmp_path}/redis.log")
+    subprocess.run(start, shell=True, check=True)
+    client = redis.Redis(port=port)
+    for _ in range(50):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    restart = f"redis-cli -p {port} shutdown nosave; sleep 1; {start}"
+    env = service_env(tmp_path / "media", REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    try:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "fault_test", "--jobs", "8", "--frames", "60", "--kill-every", "3",
+             "--restart-redis-at", "6", "--restart-postgres-at", "-1", "--timeout", "300",
+             "--redis-restart-cmd", restart, "--logs", str(tmp_path / "logs")],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
+        )
+    finally:
+        subprocess.run(f"redis-cli -p {port} shutdown nosave", shell=True, check=False)
+    output = result.stdout
+    assert result.returncode == 0, output + result.stderr[-3000:]
+    report = json.loads(output[: output.rindex("}") + 1])
+    print("\nshort fault run:", json.dumps(report, indent=1))
+    assert report["jobs_submitted"] == 8 and report["stuck"] == 0
+    assert report["duplicate_stage_completions"] == 0 and report["outputs_that_fail_to_decode"] == 0
+    assert report["reached_exit"] == 7 and report["failed"] == 1  # only the poison job fails
+    assert report["poison_job"].startswith("Failed") and "gave up" in report["poison_job"]
+    assert report["worker_crashes_by_poison"] == settings.GEDGE_MAX_ITERATIONS + 1
+    assert report["redis_restarted"] and report["workers_sigkilled"] >= 2
+    if report["jobs_interrupted_by_kills"]:  # a kill landed mid-stage: that job resumed elsewhere
+        assert report["max_recovery_wait_s"] < 60
