@@ -15,7 +15,9 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -68,6 +70,12 @@ def _from_django(exc: Exception) -> ApiError | None:
         return ApiError("too_many_fields", "the request has too many fields or files")
     if isinstance(exc, SuspiciousOperation):
         return ApiError("bad_request", "the request is malformed")
+    if isinstance(exc, DatabaseError):  # PostgreSQL restarting or unreachable: nothing was created
+        return ApiError("unavailable", "the database is unavailable; try again in a moment",
+                        status.HTTP_503_SERVICE_UNAVAILABLE)
+    if isinstance(exc, RedisError):
+        return ApiError("unavailable", "the job queue is unavailable; try again in a moment",
+                        status.HTTP_503_SERVICE_UNAVAILABLE)
     return None
 
 

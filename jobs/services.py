@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, transaction
 
 from stages.errors import ModelError, UnprocessableInput
 from stages.inference import run_inference
@@ -282,6 +283,13 @@ def _stage_input_present(job: Job) -> bool:
     return key in job.artifacts and (job.job_dir / job.artifacts[key]).is_dir()
 
 
+def _check_queue_reachable() -> None:
+    """Refuse an upload (503) while Redis is down rather than accept a job no worker can be told about."""
+    client = getattr(dramatiq.get_broker(), "client", None)
+    if client is not None:
+        client.ping()
+
+
 def _check_active_cap(user) -> None:
     limit = settings.GEDGE_MAX_ACTIVE_JOBS_PER_USER
     if limit and Job.objects.filter(user=user, status__in=ACTIVE).count() >= limit:
@@ -301,6 +309,7 @@ def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False)
         if existing is not None:
             return existing, False
     _check_active_cap(user)  # refuse before spending time storing and probing the file
+    _check_queue_reachable()
     path, info, size = store_upload(user.pk, uploaded)
     name = clean_original_name(uploaded.name or "")
     try:
@@ -314,7 +323,7 @@ def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False)
                 client_token=client_token, width=info.width, height=info.height, fps=info.fps,
                 frame_count=info.frame_count, duration_s=info.duration_s, params={"enhance": enhance},
             )
-    except (TooManyActiveJobs, IntegrityError):
+    except (TooManyActiveJobs, DatabaseError):  # IntegrityError included; an outage leaves no stray file
         discard_upload(path)
         if client_token:  # the same token raced in from a parallel request: that one's job is the answer
             existing = Job.objects.filter(user=user, client_token=client_token).first()

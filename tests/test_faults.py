@@ -182,3 +182,37 @@ def test_short_fault_run(tmp_path, redis_clean):
     assert report["redis_restarted"] and report["workers_sigkilled"] >= 2
     if report["jobs_interrupted_by_kills"]:  # a kill landed mid-stage: that job resumed elsewhere
         assert report["max_recovery_wait_s"] < 60
+
+
+def test_uploads_during_a_redis_outage_get_503_and_create_nothing(api, settings, monkeypatch, redis_clean):
+    import dramatiq
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    def down(*args, **kwargs):
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(dramatiq.get_broker().client, "ping", down)
+    path = make_video(settings.MEDIA_ROOT / "clip.mp4", frames=3)
+    with open(path, "rb") as fh:
+        response = api.post("/api/jobs/", {"video": fh}, format="multipart")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable" and "queue" in response.json()["error"]["message"]
+    assert Job.objects.count() == 0
+    assert not any((settings.MEDIA_ROOT / "uploads").rglob("*.mp4")), "nothing stored"
+
+
+def test_uploads_during_a_database_outage_get_503(api, settings, monkeypatch):
+    from django.db import OperationalError
+
+    from jobs import transitions
+
+    def down(**fields):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(transitions, "create_job", down)
+    path = make_video(settings.MEDIA_ROOT / "clip.mp4", frames=3)
+    with open(path, "rb") as fh:
+        response = api.post("/api/jobs/", {"video": fh}, format="multipart")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
+    assert Job.objects.count() == 0
+    assert not any((settings.MEDIA_ROOT / "uploads").rglob("*.mp4")), "no stray upload left behind"
