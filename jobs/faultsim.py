@@ -116,7 +116,7 @@ class FaultRun:
     def __init__(self, config: FaultConfig, log_dir: Path) -> None:
         self.config = config
         self.log_dir = log_dir
-        self.rng = random.Random(config.seed)
+        self.rng = random.Random(config.seed)  # noqa: S311 - a reproducible choice of victims, not crypto
         self.workers = [Worker(q) for q in QUEUES] + [Worker(("preprocess", "postprocess"))]
         self.reaper: subprocess.Popen | None = None
         self.report = Report()
@@ -200,10 +200,10 @@ class FaultRun:
 
     def restart_redis(self) -> None:
         cmd = self.config.redis_restart_cmd or (
-            "redis-cli -u {url} shutdown nosave >/dev/null 2>&1; sleep 1; "
+            f"redis-cli -u {settings.REDIS_URL} shutdown nosave >/dev/null 2>&1; sleep 1; "
             "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no "
             "--dir /var/lib/redis --logfile /var/log/redis/ci.log"
-        ).format(url=settings.REDIS_URL)
+        )
         subprocess.run(cmd, shell=True, check=False)  # noqa: S602 - operator-supplied command
         self.report.redis_restarted = _wait(lambda: subprocess.run(
             ["redis-cli", "-u", settings.REDIS_URL, "ping"], capture_output=True).returncode == 0)
