@@ -207,10 +207,17 @@ GEDGE_LABELS_PATH = env_str("GEDGE_LABELS_PATH") or None
 GEDGE_PROVIDERS = env_list("GEDGE_PROVIDERS", "")  # empty: CUDA where available, else CPU
 GEDGE_CUDA_DEVICE_ID = env_int("GEDGE_CUDA_DEVICE_ID", 0)
 GEDGE_INTRA_OP_THREADS = env_int("GEDGE_INTRA_OP_THREADS", 0)
+# onnxruntime's idle threads spin by default; on cores shared with other stages that is stolen CPU
+# (docs/performance.md, "spinning").
+GEDGE_ORT_SPINNING = env_bool("GEDGE_ORT_SPINNING", False)
 GEDGE_BATCH_SIZE = env_int("GEDGE_BATCH_SIZE", 8)
+# auto: a dynamic-batch copy of a batch-1 model on CUDA only (batching does not pay on CPU); on / off.
+GEDGE_DYNAMIC_BATCH = env_str("GEDGE_DYNAMIC_BATCH", "auto")
+GEDGE_DYNAMIC_BATCH_DIR = env_str("GEDGE_DYNAMIC_BATCH_DIR", str(VAR_DIR / "models"))
 GEDGE_SCORE_THRESHOLD = env_float("GEDGE_SCORE_THRESHOLD", 0.3)
 GEDGE_NMS_IOU = env_float("GEDGE_NMS_IOU", 0.45)
-GEDGE_X264_PRESET = env_str("GEDGE_X264_PRESET", "veryfast")
+# superfast: ~40% less CPU than veryfast at a higher PSNR, ~15% larger files (docs/performance.md).
+GEDGE_X264_PRESET = env_str("GEDGE_X264_PRESET", "superfast")
 GEDGE_X264_CRF = env_int("GEDGE_X264_CRF", 23)
 GEDGE_MAX_ITERATIONS = env_int("GEDGE_MAX_ITERATIONS", 3)
 GEDGE_RETRY_BACKOFF_MS = env_int("GEDGE_RETRY_BACKOFF_MS", 2000)

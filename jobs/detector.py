@@ -22,7 +22,10 @@ def detector_config() -> DetectorConfig:
         iou_threshold=settings.GEDGE_NMS_IOU,
         batch_size=settings.GEDGE_BATCH_SIZE,
         intra_op_threads=settings.GEDGE_INTRA_OP_THREADS,
+        allow_spinning=settings.GEDGE_ORT_SPINNING,
         device_id=settings.GEDGE_CUDA_DEVICE_ID,
+        dynamic_batch=settings.GEDGE_DYNAMIC_BATCH,
+        dynamic_batch_dir=settings.GEDGE_DYNAMIC_BATCH_DIR,
     )
 
 

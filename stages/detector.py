@@ -111,6 +111,46 @@ def select_boxes(
     return out[np.argsort(-out[:, 4], kind="stable")]
 
 
+def dynamic_batch_model(model_path: str, cache_dir: str | None = None) -> Path:
+    """A copy of ``model_path`` whose first input and output axis is symbolic ("N"), made once and cached.
+
+    Exports with a fixed batch of 1 (as the YOLOX-Nano release) run one frame per call; on a GPU that leaves
+    it mostly idle. The declared dims change, and Reshape targets that fixed the batch at 1 copy it instead.
+    """
+    source = Path(model_path)
+    folder = Path(cache_dir) if cache_dir else source.parent
+    target = folder / f"{source.stem}.dynamic-batch.{file_sha256(source)[:12]}.onnx"
+    if target.exists():
+        return target
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ModelError("a dynamic batch axis needs the `onnx` package (pip install onnx)") from exc
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(source))
+    graph = proto.graph
+    for value in [*graph.input, *graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    # Exports traced at batch 1 bake it into Reshape targets ([1, 85, -1] in YOLOX's head). With N frames
+    # that Reshape would silently mix the frames' channels; 0 means "copy this dim from the input".
+    shapes = {t.name: t for t in graph.initializer}
+    shapes.update({n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant" and n.attribute})
+    for node in graph.node:
+        if node.op_type == "Reshape" and node.input[1] in shapes:
+            tensor = shapes[node.input[1]]
+            dims = numpy_helper.to_array(tensor).copy()
+            if dims.ndim == 1 and len(dims) > 1 and dims[0] == 1:
+                dims[0] = 0
+                tensor.CopyFrom(numpy_helper.from_array(dims, tensor.name))
+    del graph.value_info[:]  # inferred shapes with the old batch of 1; onnxruntime infers them again
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, target)
+    return target
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     model_path: str
@@ -121,7 +161,14 @@ class DetectorConfig:
     iou_threshold: float = 0.45
     batch_size: int = 8
     intra_op_threads: int = 0  # 0: onnxruntime's default (all cores)
+    # onnxruntime's pool threads spin between runs by default: on a few cores shared with the decoder and
+    # the encoder of other workers that spinning is stolen CPU (docs/performance.md, "spinning").
+    allow_spinning: bool = True
     device_id: int = 0
+    # "auto": on CUDA, run a copy of a fixed batch-1 model with a dynamic batch axis (made with the
+    # `onnx` package, cached next to the model or in dynamic_batch_dir); "on"/"off" force it everywhere.
+    dynamic_batch: str = "auto"
+    dynamic_batch_dir: str | None = None
 
 
 class Detector:
@@ -134,20 +181,31 @@ class Detector:
             raise ModelError(f"unknown model format '{config.model_format}' (one of {', '.join(MODEL_FORMATS)})")
         if not os.path.isfile(config.model_path):
             raise ModelError(f"model file not found: {config.model_path}")
+        if config.dynamic_batch not in ("auto", "on", "off"):
+            raise ModelError(f"dynamic_batch must be auto, on or off, not '{config.dynamic_batch}'")
         self.config = config
+        # The facts name the model the user gave, even where a dynamic-batch copy of it runs.
         self.sha256 = file_sha256(config.model_path)
         self.name = Path(config.model_path).stem
         options = ort.SessionOptions()
         if config.intra_op_threads:
             options.intra_op_num_threads = config.intra_op_threads
+        if not config.allow_spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = ort.get_available_providers()
         wanted = list(config.providers) or ["CUDAExecutionProvider", "CPUExecutionProvider"]
         providers = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
         provider_options = [{"device_id": config.device_id} if p == "CUDAExecutionProvider" else {} for p in providers]
-        self.session = ort.InferenceSession(config.model_path, options, providers=providers,
+        self.on_cuda = providers[0] == "CUDAExecutionProvider"
+        model_path = config.model_path
+        if config.dynamic_batch == "on" or (config.dynamic_batch == "auto" and self.on_cuda):
+            model_path = str(dynamic_batch_model(config.model_path, config.dynamic_batch_dir))
+        self.session = ort.InferenceSession(model_path, options, providers=providers,
                                             provider_options=provider_options)
         self.providers = self.session.get_providers()
+        self.on_cuda = self.providers[0] == "CUDAExecutionProvider"
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         batch_dim, _, input_h, input_w = model_input.shape
@@ -155,6 +213,7 @@ class Detector:
             raise ModelError("the model's input height and width must be fixed")
         self.input_size = (input_h, input_w)
         self.batch_size = max(1, config.batch_size) if not isinstance(batch_dim, int) else batch_dim
+        self.output_name = self.session.get_outputs()[0].name
         out_shape = self.session.get_outputs()[0].shape
         classes_dim = out_shape[1] if config.model_format == "yolov8" else out_shape[-1]
         num_classes = classes_dim - (4 if config.model_format == "yolov8" else 5) if isinstance(classes_dim, int) else 0
@@ -192,12 +251,26 @@ class Detector:
             return decode_yolov5(raw)
         return decode_yolov8(raw)
 
+    def _run(self, blob: np.ndarray) -> np.ndarray:
+        if not self.on_cuda:
+            return self.session.run(None, {self.input_name: blob})[0]
+        # On the GPU, bind the input once as a device buffer and let onnxruntime allocate the output on the
+        # device: one host-to-device copy per batch and one copy back, none hidden inside run().
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        device_input = ort.OrtValue.ortvalue_from_numpy(blob, "cuda", self.config.device_id)
+        binding.bind_ortvalue_input(self.input_name, device_input)
+        binding.bind_output(self.output_name, "cuda", self.config.device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
     def detect(self, images: list[np.ndarray], scale: float) -> list[np.ndarray]:
         """Resized frames (the letterbox content, top-left) -> per frame [K, 6] boxes in original pixels."""
         results: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]
-            outputs = self.session.run(None, {self.input_name: self._blob(batch)})[0]
+            outputs = self._run(self._blob(batch))
             for raw in outputs:
                 boxes, scores = self._decode(raw)
                 results.append(

@@ -1,0 +1,248 @@
+"""G-Edge benchmark: the one-file script vs `process_video` vs the full service, on this machine, in one go.
+
+    python -m bench            the full run (about 10 minutes on 2 quiet cores)
+    python -m bench --quick    the same sections, shorter (a couple of minutes): checks the harness
+    python -m bench --only levers throughput ...   some sections only
+    python -m bench --json out.json                also write every figure as JSON
+
+It prints figures; it asserts nothing about time (see docs/performance.md for the goals and the last run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .media import STREET, frame_count, looped_clip
+from .service import ROOT, Bench, Service, default_model, push_delay_s
+from .stats import WRK_SCRIPT, cpu_count, parse_wrk, ratio, summary_ms
+
+SECTIONS = ("throughput", "latency", "memory", "levers")
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()
+    return {"cpu": cpu, "cores": cpu_count(), "python": platform.python_version(),
+            "load_at_start": [round(v, 2) for v in load]}
+
+
+def run_script(video: Path, model: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "script.py"), str(video), model,
+                               f"{tmp}/out.mp4"], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_process_video(video: Path, env: dict[str, str], extra: list[str] = ()) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "manage.py", "process_video", str(video), "--out", tmp, *extra],
+                              cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def service_jobs(service: Service, videos: list[Path], timeout: float = 900) -> dict:
+    """Submit every video at once; frames/s from the first POST to the last Exit the socket reports."""
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=len(videos)) as pool:
+        submitted = list(pool.map(service.submit, videos))
+    ids = [job_id for job_id, _, _ in submitted]
+    jobs = service.wait_done(ids, timeout)
+    ends, first_push, exit_delay = [], [], []
+    for job_id, _, accepted in submitted:
+        pushes = service.socket.for_job(job_id)
+        exit_push = next((p for p in pushes if p.job["status"] == "Exit"), None)
+        ends.append(exit_push.received if exit_push else time.time())
+        if exit_push:
+            exit_delay.append(push_delay_s(exit_push))
+        # The Enqueue push is sent on commit, before the 201 leaves: the user waits for a worker's first word.
+        started_push = next((p for p in pushes if p.job["status"] != "Enqueue"), None)
+        if started_push:
+            first_push.append(started_push.received - accepted)
+    elapsed = max(ends) - started
+    frames = sum(job["frame_count"] for job in jobs.values())
+    stage_ms = {}
+    for stage in ("preprocess", "inference", "postprocess"):
+        stage_ms[stage] = round(sum(j["stage_ms"].get(stage, 0) for j in jobs.values()) / frames, 2)
+    return {"jobs": len(ids), "frames": frames, "seconds": round(elapsed, 2), "fps": round(frames / elapsed, 2),
+            "stage_ms_per_frame": stage_ms, "accepted_to_first_push_s": first_push,
+            "exit_to_browser_s": exit_delay}
+
+
+def wrk(url: str, token: str, seconds: int, connections: int = 32) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(WRK_SCRIPT)
+    try:
+        done = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s",
+                               "--timeout", "10s", "-H", f"Authorization: Token {token}", "-s", fh.name, url],
+                              check=True, capture_output=True, text=True)
+    finally:
+        os.unlink(fh.name)
+    return parse_wrk(done.stdout)
+
+
+def api_latency(service: Service, job_id: int, seconds: int) -> dict:
+    """32 closed-loop clients (the goal's load), and 1 client: the time one request costs the server."""
+    detail, listing = f"{service.base}/api/jobs/{job_id}/", f"{service.base}/api/jobs/"
+    return {"detail": wrk(detail, service.token, seconds), "list": wrk(listing, service.token, seconds),
+            "detail_1_client": wrk(detail, service.token, max(2, seconds // 2), connections=1),
+            "list_1_client": wrk(listing, service.token, max(2, seconds // 2), connections=1)}
+
+
+def socket_idle(service: Service, job_id: int, cycles: int) -> list[float]:
+    """Cancel/retry one job with no worker running: each call commits one transition and pushes it."""
+    seen = len(service.socket.pushes)
+    for _ in range(cycles):
+        for action in ("cancel", "retry"):
+            response = service.http.post(f"{service.base}/api/jobs/{job_id}/{action}/", timeout=10)
+            response.raise_for_status()
+            time.sleep(0.01)
+    service.http.post(f"{service.base}/api/jobs/{job_id}/cancel/", timeout=10).raise_for_status()
+    time.sleep(0.5)
+    return [push_delay_s(p) for p in service.socket.pushes[seen:] if p.job["id"] == job_id]
+
+
+def print_api(figures: dict) -> None:
+    for name, d in figures.items():
+        path = "/api/jobs/{id}/" if name.startswith("detail") else "/api/jobs/"
+        clients = "1 client " if name.endswith("_1_client") else "32 clients"
+        out(f"GET {path:16} {clients} {fmt_lat(d)}")
+
+
+def fmt_lat(d: dict) -> str:
+    if "rps" in d:
+        return (f"p50 {d['p50']:.2f}  p95 {d['p95']:.2f}  p99 {d['p99']:.2f} ms  "
+                f"({d['rps']:.0f} req/s, {d['errors']} errors{' ' + str(d['error_kinds']) if d['errors'] else ''})")
+    if not d.get("n"):
+        return "no samples"
+    return f"p50 {d['p50']:.2f}  p95 {d['p95']:.2f}  p99 {d['p99']:.2f}  max {d['max']:.2f} ms  (n={d['n']})"
+
+
+def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: dict, sections: set[str]) -> None:
+    model, video = default_model(), cfg.video
+    frames = frame_count(video)
+    if "throughput" in sections:
+        out(f"== Throughput: {video.name}, {frames} frames, repeats {cfg.repeats}")
+        script = [run_script(video, model) for _ in range(cfg.repeats)]
+        pv = [run_process_video(video, bench.env) for _ in range(cfg.repeats)]
+        results["script"] = {"fps": median([r["fps"] for r in script]), "runs": script}
+        results["process_video"] = {"fps": median([r["fps"] for r in pv]), "runs": pv}
+        out(f"one-file script (libx264 default preset) {results['script']['fps']:7.2f} frames/s")
+        out(f"process_video                            {results['process_video']['fps']:7.2f} frames/s"
+            f"   x{ratio(results['process_video']['fps'], results['script']['fps'])} script")
+        ms = pv[len(pv) // 2]["ms_per_frame"]
+        out(f"  process_video ms/frame: preprocess {ms['preprocess']}, inference {ms['inference']}, "
+            f"postprocess {ms['postprocess']}; inter-stage {pv[0]['interstage_bytes_per_frame']} bytes/frame")
+
+    service = bench.service(workers=False)
+    try:
+        tiny = looped_clip(10, 320, 180)
+        job_id, _, _ = service.submit(tiny)
+        if "latency" in sections:
+            delays = socket_idle(service, job_id, cfg.ws_cycles)
+            results["ws_push_idle"] = summary_ms(delays)
+            out(f"== WebSocket push, transition commit -> client, idle: {fmt_lat(results['ws_push_idle'])}")
+        service.start_workers()
+        warm = service.wait_done([service.submit(tiny)[0]], 300)  # loads the model in the inference worker
+        results["worker_peak_mb_warm"] = service.worker_peak_mb()
+        if "latency" in sections:
+            results["api_idle"] = api_latency(service, next(iter(warm)), cfg.wrk_seconds)
+            out("== API latency (wrk, closed loop), workers idle")
+            print_api(results["api_idle"])
+        if "throughput" in sections:
+            runs: dict[int, dict] = {}
+            for n in (1, 4, 8):
+                runs[n] = service_jobs(service, [video] * n)
+                out(f"service, {n} job(s) at once               {runs[n]['fps']:7.2f} frames/s aggregate"
+                    f"   x{ratio(runs[n]['fps'], results['script']['fps'])} script"
+                    f"   stage ms/frame {runs[n]['stage_ms_per_frame']}")
+            results["service"] = {str(n): {k: v for k, v in r.items() if not k.endswith("_s")} for n, r in runs.items()}
+            first = [d for r in runs.values() for d in r["accepted_to_first_push_s"]]
+            exits = [d for r in runs.values() for d in r["exit_to_browser_s"]]
+            results["accepted_to_first_push"] = summary_ms(first)
+            results["exit_to_browser"] = summary_ms(exits)
+            out(f"upload accepted -> first worker push:   {fmt_lat(results['accepted_to_first_push'])}")
+            out(f"Exit committed -> browser knows:        {fmt_lat(results['exit_to_browser'])}")
+        if "latency" in sections:
+            seen = len(service.socket.pushes)
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                batch = pool.submit(service_jobs, service, [video] * 4)
+                time.sleep(2)  # let the stages start
+                results["api_busy"] = api_latency(service, next(iter(warm)), cfg.wrk_seconds)
+                busy_run = batch.result()
+            pushes = service.socket.pushes[seen:]
+            results["ws_push_busy"] = summary_ms([push_delay_s(p) for p in pushes])
+            out(f"== API latency (wrk, closed loop), 4 jobs processing ({busy_run['fps']} frames/s)")
+            print_api(results["api_busy"])
+            out(f"WebSocket push, commit -> client, busy: {fmt_lat(results['ws_push_busy'])}")
+        if "memory" in sections:
+            short_peak = service.worker_peak_mb()
+            long_video = looped_clip(cfg.long_frames)
+            long_run = service_jobs(service, [long_video], timeout=1800)
+            long_peak = service.worker_peak_mb()
+            results["memory"] = {"after_warmup": results["worker_peak_mb_warm"], "after_short_jobs": short_peak,
+                                 "after_long_job": long_peak, "long_frames": cfg.long_frames,
+                                 "long_fps": long_run["fps"]}
+            out(f"== Worker peak RSS (MB), long job of {cfg.long_frames} frames 640x360 ({long_run['fps']} frames/s)")
+            for queue in long_peak:
+                out(f"{queue:12} after warm-up {results['worker_peak_mb_warm'][queue]:7.1f}   after short jobs "
+                    f"{short_peak[queue]:7.1f}   after the long job {long_peak[queue]:7.1f}")
+    finally:
+        service.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs, to check the harness")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections only")
+    parser.add_argument("--video", type=Path, default=STREET)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    cfg = parser.parse_args(argv)
+    cfg.repeats = 1 if cfg.quick else 3
+    cfg.wrk_seconds = 3 if cfg.quick else 10
+    cfg.ws_cycles = 30 if cfg.quick else 150
+    cfg.long_frames = 600 if cfg.quick else 3000
+    sections = set(cfg.only or SECTIONS)
+    results: dict = {"machine": machine(), "quick": cfg.quick, "video": str(cfg.video)}
+    out(f"G-Edge benchmark{' (quick)' if cfg.quick else ''}: {results['machine']}")
+    started = time.monotonic()
+    if sections & {"throughput", "latency", "memory"}:
+        bench = Bench()
+        try:
+            section_throughput_latency(bench, cfg, results, sections)
+        finally:
+            bench.close()
+    if "levers" in sections:
+        from .levers import run_levers
+
+        results["levers"] = run_levers(cfg.video, default_model(), quick=cfg.quick, out=out)
+    results["machine"]["load_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    results["seconds"] = round(time.monotonic() - started, 1)
+    out(f"== done in {results['seconds']} s; load average at end {results['machine']['load_at_end']}")
+    if cfg.json:
+        cfg.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

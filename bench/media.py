@@ -1,0 +1,49 @@
+"""Benchmark inputs: the shared street clip, and long clips made from it."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from .service import ROOT, SHARED
+
+STREET = SHARED / "media" / "street.mp4"
+CACHE = ROOT / "var" / "bench-media"  # var/ is git-ignored
+
+
+def frame_count(path: Path) -> int:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.frames or sum(1 for _ in container.decode(stream))
+
+
+def looped_clip(frames: int, width: int = 640, height: int = 360, source: Path = STREET) -> Path:
+    """``source`` scaled to width x height and played forwards and backwards until it has ``frames`` frames.
+
+    Real street content keeps the detection load realistic (a synthetic pattern would find no objects);
+    ping-pong looping avoids a jump at each seam. Cached: made once per (frames, size).
+    """
+    path = CACHE / f"street_{width}x{height}_{frames}.mp4"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with av.open(str(source)) as src:
+        stream = src.streams.video[0]
+        rate = stream.average_rate or Fraction(25)
+        base = [f.reformat(width=width, height=height, format="yuv420p") for f in src.decode(stream)]
+    cycle = base + base[-2:0:-1]
+    tmp = path.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), "w") as dst:
+        out = dst.add_stream("libx264", rate=rate)
+        out.width, out.height, out.pix_fmt = width, height, "yuv420p"
+        out.options = {"preset": "veryfast", "crf": "23"}
+        for index in range(frames):
+            frame = cycle[index % len(cycle)]
+            frame.pts = None
+            for packet in out.encode(frame):
+                dst.mux(packet)
+        for packet in out.encode():
+            dst.mux(packet)
+    tmp.rename(path)
+    return path

@@ -1,0 +1,56 @@
+"""The benchmark's helpers (python -m bench): figures it prints must come out right. No timings asserted."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.stats import parse_wrk, percentile, summary_ms
+from stages.detector import Detector, DetectorConfig
+
+from .conftest import MODEL
+
+WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:1/api/jobs/
+  2 threads and 32 connections
+BENCH requests=300 errors=2 duration_us=3000000
+BENCH detail connect=0 read=2 write=0 status=0 timeout=0
+BENCH p50_us=4100
+BENCH p95_us=9000
+BENCH p99_us=12500
+BENCH max_us=20001
+"""
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_summary_in_milliseconds():
+    summary = summary_ms([0.001, 0.002, 0.003, 0.010])
+    assert summary == {"n": 4, "p50": 2.0, "p95": 10.0, "p99": 10.0, "max": 10.0}
+    assert summary_ms([]) == {"n": 0}
+
+
+def test_wrk_hook_output_is_parsed():
+    figures = parse_wrk(WRK_OUTPUT)
+    assert figures["rps"] == 100.0 and figures["errors"] == 2 and figures["error_kinds"] == {"read": 2}
+    assert (figures["p50"], figures["p95"], figures["p99"], figures["max"]) == (4.1, 9.0, 12.5, 20.0)
+
+
+def test_dynamic_batch_copy_finds_what_batch_one_finds(tmp_path):
+    """The batched copy of the fixed batch-1 model must give the same boxes, frame by frame."""
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 255, (234, 416, 3), dtype=np.uint8) for _ in range(3)]
+    frames[1][60:180, 150:260] = 255  # something box-like, so that at least one frame has detections
+    single = Detector(DetectorConfig(str(MODEL), providers=("CPUExecutionProvider",), score_threshold=0.05))
+    batched = Detector(DetectorConfig(str(MODEL), providers=("CPUExecutionProvider",), score_threshold=0.05,
+                                      batch_size=3, dynamic_batch="on", dynamic_batch_dir=str(tmp_path)))
+    assert single.batch_size == 1 and batched.batch_size == 3
+    assert batched.facts["sha256"] == single.facts["sha256"], "facts name the model given, not the copy"
+    for a, b in zip(single.detect(frames, 0.5), batched.detect(frames, 0.5), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-2)
