@@ -186,9 +186,9 @@ class Service:
         self.procs[name] = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
 
-    def start_web(self, token: str, cookie: str) -> None:
+    def start_web(self, token: str, cookie: str, **extra_env: str) -> None:
         self._start("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                            "gedge_site.asgi:application"], self.env)
+                            "gedge_site.asgi:application"], {**self.env, **extra_env})
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -215,6 +215,25 @@ class Service:
                           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
             self._start(f"worker-{queue}", [sys.executable, "manage.py", "rundramatiq", "--queues", queue],
                         worker_env)
+
+    def restart_web(self, **extra_env: str) -> None:
+        self.socket.stop()
+        self._stop_procs("web")
+        self.start_web(self.token, self.socket.cookie, **extra_env)
+
+    def stop_workers(self) -> None:
+        self._stop_procs("worker-")
+
+    def _stop_procs(self, prefix: str) -> None:
+        for name in [n for n in self.procs if n.startswith(prefix)]:
+            proc = self.procs.pop(name)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     def worker_peak_mb(self) -> dict[str, float]:
         return {name.removeprefix("worker-"): tree_peak_mb(proc.pid) for name, proc in self.procs.items()
