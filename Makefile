@@ -48,7 +48,8 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 bench: venv services
-	$(PY) -m bench
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || echo "wrk could not be installed: the API latency figures will be skipped"
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,9 @@ def wrk(url: str, token: str, seconds: int, connections: int = 32) -> dict:
 
 def api_latency(service: Service, job_id: int, seconds: int) -> dict:
     """32 closed-loop clients (the goal's load), and 1 client: the time one request costs the server."""
+    if shutil.which("wrk") is None:
+        out("   wrk is not installed (apt-get install wrk): API latency skipped")
+        return {}
     detail, listing = f"{service.base}/api/jobs/{job_id}/", f"{service.base}/api/jobs/"
     return {"detail": wrk(detail, service.token, seconds), "list": wrk(listing, service.token, seconds),
             "detail_1_client": wrk(detail, service.token, max(2, seconds // 2), connections=1),
