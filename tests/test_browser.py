@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from django.db import connections
 
 from jobs.models import PIPELINE, Job, JobEvent, Status
 
@@ -72,6 +73,9 @@ def live(media_root, processes, redis_clean, monkeypatch):
                                   processes=processes)
         finally:
             browser.close()
+            # ORM calls made while Playwright's loop runs get their own connection (Django keys connections
+            # by async context); close it here, in that context, or the test database cannot be dropped.
+            connections.close_all()
 
 
 def log_in(browser, base: str, user, **context_options):
@@ -170,6 +174,9 @@ def test_upload_watch_live_and_open_the_result(live, owner, other, tmp_path):
     expect(timeline).to_have_count(len(PIPELINE))
     assert [s for s in timeline.evaluate_all("rows => rows.map(r => r.dataset.status)")] == list(PIPELINE)
     expect(row.locator(".stepper li.done")).to_have_count(len(PIPELINE))
+
+    owner_page.get_by_role("button", name="Clear finished uploads").click()
+    expect(owner_page.locator("#upload-list li")).to_have_count(0)
 
     # The version rule: an older or repeated message never moves the row back.
     job_json = owner_page.evaluate("(id) => fetch(`/api/jobs/${id}/`).then(r => r.json())", job_id)

@@ -160,7 +160,7 @@
         this.bar, this.status, this.error);
       list.prepend(this.li);
     }
-    state(name, text) { this.li.dataset.state = name; this.status.textContent = text; }
+    state(name, text) { this.li.dataset.state = name; this.status.textContent = text; showClear(); }
     fail(code, message) {
       this.state("error", "");
       this.error.hidden = false;
@@ -213,6 +213,15 @@
       xhr.send(body);
     }
   }
+
+  // The list would grow all day: finished items (done, refused, cancelled) can be cleared in one click.
+  const clear = document.getElementById("upload-clear");
+  const FINISHED = ["done", "error", "cancelled"];
+  function showClear() { clear.hidden = ![...list.children].some((li) => FINISHED.includes(li.dataset.state)); }
+  clear.addEventListener("click", () => {
+    for (const li of [...list.children]) if (FINISHED.includes(li.dataset.state)) li.remove();
+    showClear();
+  });
 
   function pump() {
     while (running < PARALLEL && queue.length) {
