@@ -19,12 +19,13 @@ from stages.errors import UnprocessableInput
 from stages.postprocess import DETECTIONS_JSON
 
 from .api import visible_jobs
+from .consumers import SNAPSHOT_LIMIT
 from .models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Status
 from .serializers import JobEventSerializer, job_payload
 from .services import TooManyActiveJobs, submit_job
 from .uploads import UploadTooLarge
 
-CONSOLE_LIMIT = 200  # as many as the socket's snapshot carries, so both views agree
+CONSOLE_LIMIT = SNAPSHOT_LIMIT  # the page shows what the socket's snapshot would, so a reconnect changes nothing
 CHART_MAX_POINTS = 400  # enough for a smooth line, small enough to draw instantly on a phone
 CHART_MAX_CLASSES = 8  # the rest are summed into "other" so the legend stays readable
 CSV_COLUMNS = ["frame", "time_ms", "class", "class_id", "score", "x1", "y1", "x2", "y2"]
