@@ -85,6 +85,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif env_bool("GEDGE_DB_POOL", True):
+    # Under ASGI every request runs in a thread of its own, so persistent per-thread connections pile up
+    # (one Daphne held 52 under load). A psycopg pool shares a few connections instead; Django requires
+    # CONN_MAX_AGE=0 with it.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("GEDGE_DB_POOL_MIN", 1),
+        "max_size": env_int("GEDGE_DB_POOL_MAX", 10),
+        "timeout": env_float("GEDGE_DB_POOL_TIMEOUT_S", 10),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

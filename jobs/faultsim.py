@@ -173,9 +173,7 @@ class FaultRun:
                                           .values_list("pk", "lease_owner")))
         held = {id(w): [job_id for job_id, owner in running
                         if any(f":{pid}:" in owner for pid in _group_pids(w.proc.pid))] for w in alive}
-        # Prefer a worker in the middle of a stage: that is the case that must not lose work.
-        busy = [w for w in alive if held[id(w)]]
-        worker = self.rng.choice(busy or alive)
+        worker = self.rng.choice(alive)
         self.pending_recovery.extend((job_id, now) for job_id in held[id(worker)])
         os.killpg(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait()

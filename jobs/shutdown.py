@@ -19,3 +19,6 @@ class GracefulShutdown(dramatiq.Middleware):
     def before_worker_shutdown(self, broker, worker):
         logger.info("worker shutting down: running stages hand their jobs back at the next batch")
         SHUTTING_DOWN.set()
+
+    def after_worker_shutdown(self, broker, worker):
+        SHUTTING_DOWN.clear()  # nothing runs any more; code run later in this process is not being stopped

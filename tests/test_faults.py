@@ -163,7 +163,7 @@ def test_short_fault_run(tmp_path, redis_clean):
     env = service_env(tmp_path / "media", REDIS_URL=f"redis://127.0.0.1:{port}/0")
     try:
         result = subprocess.run(
-            [sys.executable, "manage.py", "fault_test", "--jobs", "8", "--frames", "60", "--kill-every", "3",
+            [sys.executable, "manage.py", "fault_test", "--jobs", "8", "--frames", "60", "--kill-every", "4",
              "--restart-redis-at", "6", "--restart-postgres-at", "-1", "--timeout", "300",
              "--redis-restart-cmd", restart, "--logs", str(tmp_path / "logs")],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
