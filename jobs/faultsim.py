@@ -218,11 +218,13 @@ class FaultRun:
 
     def submit_all(self, user) -> list[int]:
         from django.core.files.uploadedfile import SimpleUploadedFile
+        from django.test.utils import override_settings
 
         from .services import submit_job
 
         ids = []
-        with tempfile.TemporaryDirectory() as tmp:
+        # All jobs are queued at once on purpose: the per-user cap on active jobs is not what is tested here.
+        with tempfile.TemporaryDirectory() as tmp, override_settings(GEDGE_MAX_ACTIVE_JOBS_PER_USER=0):
             for i in range(self.config.jobs):
                 poison = self.config.poison and i == self.config.jobs // 3
                 name = f"{POISON}-{i}.mp4" if poison else f"fault-{i}.mp4"
@@ -241,16 +243,16 @@ class FaultRun:
         started = time.monotonic()
         self.poison_id = None
         user, _ = get_user_model().objects.get_or_create(username="fault-test")
-        for worker in self.workers:
-            self.start_worker(worker)
-        self.reaper = self._spawn("reaper", ["run_reaper", "--interval", "1"])
-        ids = self.submit_all(user)
-        self.report.submitted = len(ids)
-        t0 = time.monotonic()
-        next_kill = t0 + self.config.kill_every_s
-        redis_at = t0 + self.config.restart_redis_at_s if self.config.restart_redis_at_s is not None else None
-        pg_at = t0 + self.config.restart_postgres_at_s if self.config.restart_postgres_at_s is not None else None
         try:
+            for worker in self.workers:
+                self.start_worker(worker)
+            self.reaper = self._spawn("reaper", ["run_reaper", "--interval", "1"])
+            ids = self.submit_all(user)
+            self.report.submitted = len(ids)
+            t0 = time.monotonic()
+            next_kill = t0 + self.config.kill_every_s
+            redis_at = t0 + self.config.restart_redis_at_s if self.config.restart_redis_at_s is not None else None
+            pg_at = t0 + self.config.restart_postgres_at_s if self.config.restart_postgres_at_s is not None else None
             while time.monotonic() - t0 < self.config.timeout_s:
                 now = time.monotonic()
                 self.supervise(now)
