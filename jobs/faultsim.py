@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import av
@@ -68,7 +69,8 @@ class Report:
     undecodable: dict[int, str] = field(default_factory=dict)
     kills: int = 0
     worker_crashes: int = 0
-    recovery_s: list[float] = field(default_factory=list)
+    recovery_s: list[float] = field(default_factory=list)  # kill -> the stage running again elsewhere
+    takeover_s: list[float] = field(default_factory=list)  # kill -> lease expired and re-dispatched
     redis_restarted: bool = False
     postgres_restarted: bool = False
     seconds: float = 0.0
@@ -90,6 +92,7 @@ class Report:
             "jobs_interrupted_by_kills": len(recovery),
             "max_recovery_wait_s": round(recovery[-1], 2) if recovery else None,
             "median_recovery_wait_s": round(recovery[len(recovery) // 2], 2) if recovery else None,
+            "max_lease_takeover_s": round(max(self.takeover_s), 2) if self.takeover_s else None,
             "redis_restarted": self.redis_restarted,
             "postgres_restarted": self.postgres_restarted,
             "poison_job": self.poison_status,
@@ -303,6 +306,11 @@ class FaultRun:
             later = [at.timestamp() for at in restart if at.timestamp() > killed_wall]
             if later:
                 self.report.recovery_s.append(later[0] - killed_wall)
+            taken_back = (JobEvent.objects.filter(job_id=job_id, message__contains="lease expired",
+                                                  at__gt=datetime.fromtimestamp(killed_wall, UTC))
+                          .order_by("at").values_list("at", flat=True).first())
+            if taken_back is not None:
+                self.report.takeover_s.append(taken_back.timestamp() - killed_wall)
         if self.poison_id is not None:
             poison = Job.objects.get(pk=self.poison_id)
             self.report.poison_status = f"{poison.status} after {poison.iteration} restarts: {poison.error}"

@@ -93,7 +93,7 @@ def _expire(job: Job) -> str:
                        message=f"{lost}; gave up")
             return "failed"
         transition(job.pk, job.status, stage.ready, attempt=job.attempt, fields={"iteration": iteration},
-                   message=f"{lost}; re-dispatched")
+                   message=f"{lost}; re-dispatched", dispatch_front=True)
     except StaleTransition:  # the worker came back and finished, or someone cancelled: nothing to do
         return "skipped"
     logger.warning("%s", lost, extra={"job_id": job.pk})

@@ -207,7 +207,7 @@ def run_stage(stage_name: str, job_id: int) -> None:
 def _hand_back(job: Job, stage: Stage) -> None:
     """Worker shutdown: return the job to its ready status for another worker; not an error, no iteration."""
     try:
-        transition(job.pk, stage.running, stage.ready, attempt=job.attempt,
+        transition(job.pk, stage.running, stage.ready, attempt=job.attempt, dispatch_front=True,
                    message=f"{stage.name} handed back: worker shutting down")
     except StaleTransition:
         pass

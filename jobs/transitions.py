@@ -78,11 +78,12 @@ class StaleTransition(Exception):
     """The job was no longer in the expected status: a duplicate, late or raced message."""
 
 
-def dispatch_stage(job: Job, stage: Stage, delay_ms: int = 0) -> None:
+def dispatch_stage(job: Job, stage: Stage, delay_ms: int = 0, front: bool = False) -> None:
     """Send the stage's message after commit; its id is stored on the row now, in the same transaction.
 
     ``dispatched_at`` is when the message is due (after any backoff), so the reaper can tell a lost message
-    from one that is merely waiting (jobs/reaper.py).
+    from one that is merely waiting (jobs/reaper.py). ``front`` puts the message at the head of its queue:
+    work taken back from a dead or stopping worker resumes before jobs that have not started yet.
     """
     from . import actors  # actors import this module; Dramatiq needs the broker set up first
 
@@ -94,11 +95,25 @@ def dispatch_stage(job: Job, stage: Stage, delay_ms: int = 0) -> None:
 
     def send() -> None:
         try:
-            actor.broker.enqueue(message, delay=delay_ms or None)
+            sent = actor.broker.enqueue(message, delay=delay_ms or None)
+            if front and not delay_ms:
+                _move_to_front(actor.broker, sent)
         except Exception:  # broker down: the row is committed; the reaper sends the stage again
             logger.warning("could not send %s", stage.name, exc_info=True, extra={"job_id": job.pk})
 
     transaction.on_commit(send)
+
+
+def _move_to_front(broker, message) -> None:
+    """Redis broker: workers LPOP the queue's head and enqueue RPUSHes, so move the id to the head."""
+    client = getattr(broker, "client", None)
+    if client is None:  # the embedded StubBroker: one process, no backlog worth reordering
+        return
+    key, redis_id = f"{broker.namespace}:{message.queue_name}", message.options["redis_message_id"]
+    with client.pipeline(transaction=True) as pipe:
+        pipe.lrem(key, 1, redis_id)
+        pipe.lpush(key, redis_id)
+        pipe.execute()
 
 
 def transition(
@@ -111,6 +126,7 @@ def transition(
     dispatch_delay_ms: int = 0,
     attempt: int | None = None,
     lease_owner: str = "",
+    dispatch_front: bool = False,
 ) -> Job:
     """Move a job from ``from_status`` to ``to_status`` or raise; returns the updated job.
 
@@ -139,7 +155,7 @@ def transition(
         job = Job.objects.get(pk=job_id)
         JobEvent.objects.create(job=job, from_status=from_status, to_status=to_status,
                                 iteration=job.iteration, message=message[:2000])
-        _after_commit(job, dispatch_delay_ms)
+        _after_commit(job, dispatch_delay_ms, dispatch_front)
     logger.info("%s -> %s", from_status, to_status, extra={"job_id": job_id, "status": to_status})
     return job
 
@@ -153,12 +169,12 @@ def create_job(**fields: Any) -> Job:
     return job
 
 
-def _after_commit(job: Job, dispatch_delay_ms: int) -> None:
+def _after_commit(job: Job, dispatch_delay_ms: int, front: bool = False) -> None:
     from .broadcast import push_job
 
     stage = STAGE_BY_READY.get(job.status)
     if stage is not None:
-        dispatch_stage(job, stage, dispatch_delay_ms)
+        dispatch_stage(job, stage, dispatch_delay_ms, front)
     transaction.on_commit(lambda: push_job(job))
 
 

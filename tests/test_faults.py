@@ -40,9 +40,20 @@ def test_submit_records_the_message_and_it_is_queued(owner, tmp_path, redis_clea
     assert message_waiting("preprocess", job.message_id)
 
 
+def queue_order(queue: str) -> list[str]:
+    """Message ids in the order workers will take them (Dramatiq's Redis broker pops the list's head)."""
+    import dramatiq
+    from dramatiq import Message
+
+    broker = dramatiq.get_broker()
+    keys = broker.client.lrange(f"{broker.namespace}:{queue}", 0, -1)
+    return [Message.decode(p).message_id for p in broker.client.hmget(f"{broker.namespace}:{queue}.msgs", keys)]
+
+
 def test_expired_lease_is_redispatched_with_an_iteration(owner, tmp_path, redis_clean, settings):
     job = upload(owner, tmp_path)
     redis_clean.flushdb()  # the first message was taken by a worker that then died
+    waiting = upload(owner, tmp_path)  # a job that has not started yet
     job = transition(job.pk, Status.ENQUEUE, Status.PREPROCESSING, lease_owner="host:4242:1")
     assert job.attempt == 1 and job.heartbeat_at is not None
     assert reap()["expired"] == 0  # a fresh lease is left alone
@@ -51,7 +62,8 @@ def test_expired_lease_is_redispatched_with_an_iteration(owner, tmp_path, redis_
     job.refresh_from_db()
     assert job.status == Status.ENQUEUE and job.iteration == 1
     assert "lease expired" in job.events.last().message and "host:4242:1" in job.events.last().message
-    assert queued_ids(redis_clean, "preprocess") == [job.message_id]
+    # Work taken back from a dead worker goes to the head of the queue, before jobs not yet started.
+    assert queue_order("preprocess") == [job.message_id, waiting.message_id]
 
 
 def test_expired_lease_past_the_limit_fails_the_job(owner, tmp_path, redis_clean, settings):
