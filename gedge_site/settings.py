@@ -124,19 +124,22 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console"
 LOGOUT_REDIRECT_URL = "login"
 
+_DRAMATIQ_MIDDLEWARE = [
+    "dramatiq.middleware.AgeLimit",
+    "dramatiq.middleware.TimeLimit",
+    "dramatiq.middleware.Callbacks",
+    "dramatiq.middleware.Retries",
+    "dramatiq.middleware.ShutdownNotifications",
+    "jobs.shutdown.GracefulShutdown",  # running stages hand their jobs back on SIGTERM (jobs/leases.py)
+    "django_dramatiq.middleware.DbConnectionsMiddleware",
+]
 if REDIS_URL:
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.redis.RedisBroker",
         "OPTIONS": {"url": REDIS_URL, "namespace": env_str("GEDGE_DRAMATIQ_NAMESPACE", "gedge")},
         "MIDDLEWARE": [
-            "dramatiq.middleware.AgeLimit",
-            "dramatiq.middleware.TimeLimit",
-            "dramatiq.middleware.Callbacks",
-            "dramatiq.middleware.Retries",
-            "dramatiq.middleware.ShutdownNotifications",
-            "jobs.shutdown.GracefulShutdown",
+            *_DRAMATIQ_MIDDLEWARE,
             "django_dramatiq.middleware.AdminMiddleware",
-            "django_dramatiq.middleware.DbConnectionsMiddleware",
             # Worker Pods: Dramatiq's metrics (and ours, see jobs/metrics.py) on :9191, and the readiness
             # marker that `manage.py worker_ready` checks (jobs/health.py). Both act only in worker processes.
             "dramatiq.middleware.prometheus.Prometheus",
@@ -165,15 +168,7 @@ else:
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.stub.StubBroker",
         "OPTIONS": {},
-        "MIDDLEWARE": [
-            "dramatiq.middleware.AgeLimit",
-            "dramatiq.middleware.TimeLimit",
-            "dramatiq.middleware.Callbacks",
-            "dramatiq.middleware.Retries",
-            "dramatiq.middleware.ShutdownNotifications",
-            "jobs.shutdown.GracefulShutdown",
-            "django_dramatiq.middleware.DbConnectionsMiddleware",
-        ],
+        "MIDDLEWARE": _DRAMATIQ_MIDDLEWARE,
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]

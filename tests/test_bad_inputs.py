@@ -20,7 +20,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from jobs.models import TERMINAL, Job, Status
 
 from . import helpers_media as media
-from .conftest import worker_in_process
+from .conftest import wait_for_status, worker_in_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -161,15 +161,7 @@ def test_bad_input_corpus(api, owner, settings, monkeypatch, tmp_path, listener,
 
 
 def _wait_terminal(job_id: int, timeout: float = 90) -> Job:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = Job.objects.get(pk=job_id)
-        if job.status in TERMINAL:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} hung in {job.status}")
+    return wait_for_status(job_id, TERMINAL, timeout)
 
 
 def test_playlists_are_refused_before_they_open_anything(tmp_path, listener):

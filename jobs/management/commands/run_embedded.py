@@ -46,7 +46,7 @@ def start_embedded_worker(threads: int):
     import jobs.actors  # noqa: F401 - declares the queues on the broker
 
     broker = dramatiq.get_broker()
-    worker = Worker(broker, worker_threads=threads, worker_timeout=200)
+    worker = Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     return worker
 
