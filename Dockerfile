@@ -12,10 +12,11 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 FROM python:3.11-slim-bookworm AS requirements
 WORKDIR /src
 COPY pyproject.toml ./
-# cpu.txt: the dependencies as declared; gpu.txt: onnxruntime swapped for onnxruntime-gpu (CUDA 12, cuDNN 9).
+# cpu.txt: the dependencies as declared; gpu.txt: onnxruntime swapped for onnxruntime-gpu (CUDA 12, cuDNN 9),
+# plus onnx, which writes the dynamic-batch copy of the model that batched inference on CUDA runs.
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
 open('cpu.txt', 'w').write('\n'.join(deps) + '\n'); \
-open('gpu.txt', 'w').write('\n'.join(d for d in deps if not d.startswith('onnxruntime')) + '\nonnxruntime-gpu>=1.20,<2\n')"
+open('gpu.txt', 'w').write('\n'.join(d for d in deps if not d.startswith('onnxruntime')) + '\nonnxruntime-gpu>=1.20,<2\nonnx>=1.16,<2\n')"
 
 # --- CPU ---
 FROM python:3.11-slim-bookworm AS builder-cpu

@@ -48,7 +48,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 bench: venv services
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || echo "wrk could not be installed: the API latency figures will be skipped"
+	@command -v wrk >/dev/null && command -v hey >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk hey >/dev/null; } || echo "wrk/hey could not be installed: the API latency figures will be skipped"
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -10,6 +10,8 @@ It prints figures; it asserts nothing about time (see docs/performance.md for th
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import platform
@@ -102,6 +104,26 @@ def wrk(url: str, token: str, seconds: int, connections: int = 32) -> dict:
     return parse_wrk(done.stdout)
 
 
+def hey_open_loop(url: str, token: str, seconds: int, clients: int = 32, rate: float = 2.0) -> dict:
+    """32 clients that each send ``rate`` requests/s (hey -q): a load that does not grow with the server's
+    own latency, unlike wrk's closed loop where each client fires again as soon as it is answered."""
+    done = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(clients), "-q", str(rate), "-o", "csv",
+                           "-H", f"Authorization: Token {token}", url], check=True, capture_output=True, text=True)
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    figures = summary_ms([float(r["response-time"]) for r in rows])
+    figures.update(rps=round(len(rows) / seconds, 1), errors=sum(r["status-code"] != "200" for r in rows))
+    return figures
+
+
+def api_open_loop(service: Service, job_id: int, seconds: int) -> dict:
+    if shutil.which("hey") is None:
+        out("   hey is not installed (apt-get install hey): open-loop API latency skipped")
+        return {}
+    detail, listing = f"{service.base}/api/jobs/{job_id}/", f"{service.base}/api/jobs/"
+    return {"detail_open_loop": hey_open_loop(detail, service.token, seconds),
+            "list_open_loop": hey_open_loop(listing, service.token, seconds)}
+
+
 def api_latency(service: Service, job_id: int, seconds: int) -> dict:
     """32 closed-loop clients (the goal's load), and 1 client: the time one request costs the server."""
     if shutil.which("wrk") is None:
@@ -130,10 +152,15 @@ def print_api(figures: dict) -> None:
     for name, d in figures.items():
         path = "/api/jobs/{id}/" if name.startswith("detail") else "/api/jobs/"
         clients = "1 client " if name.endswith("_1_client") else "32 clients"
+        if name.endswith("_open_loop"):
+            clients = "32 clients x 2 req/s (open loop, hey)"
         out(f"GET {path:16} {clients} {fmt_lat(d)}")
 
 
 def fmt_lat(d: dict) -> str:
+    if "rps" in d and "n" in d:
+        return (f"p50 {d['p50']:.2f}  p95 {d['p95']:.2f}  p99 {d['p99']:.2f}  max {d['max']:.2f} ms  "
+                f"(n={d['n']}, {d['rps']:.0f} req/s, {d['errors']} errors)")
     if "rps" in d:
         return (f"p50 {d['p50']:.2f}  p95 {d['p95']:.2f}  p99 {d['p99']:.2f} ms  "
                 f"({d['rps']:.0f} req/s, {d['errors']} errors{' ' + str(d['error_kinds']) if d['errors'] else ''})")
@@ -173,13 +200,8 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
             results["api_idle"] = api_latency(service, next(iter(warm)), cfg.wrk_seconds)
             out("== API latency (wrk, closed loop), workers idle")
             print_api(results["api_idle"])
-            # Django under ASGI runs each request's sync code in its own thread; with persistent connections
-            # every such thread keeps one open (docs/performance.md, "API latency").
-            service.restart_web(DB_CONN_MAX_AGE="0")
-            results["api_idle_conn_max_age_0"] = api_latency(service, next(iter(warm)), cfg.wrk_seconds)
-            out("   the same with DB_CONN_MAX_AGE=0 (a new database connection per request):")
-            print_api(results["api_idle_conn_max_age_0"])
-            service.restart_web()
+            results["api_idle_open_loop"] = api_open_loop(service, next(iter(warm)), cfg.wrk_seconds)
+            print_api(results["api_idle_open_loop"])
         if "throughput" in sections:
             runs: dict[int, dict] = {}
             for n in (1, 4, 8):
@@ -203,13 +225,17 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
         if "latency" in sections:
             seen = len(service.socket.pushes)
             with ThreadPoolExecutor(max_workers=4) as pool:
-                batch = pool.submit(service_jobs, service, [video] * 4)
+                batch = pool.submit(service_jobs, service, [video] * 8)
                 time.sleep(2)  # let the stages start
+                # The open-loop run first: 8 jobs keep the workers busy for all of it.
+                results["api_busy_open_loop"] = api_open_loop(service, next(iter(warm)), cfg.wrk_seconds)
                 results["api_busy"] = api_latency(service, next(iter(warm)), cfg.wrk_seconds)
                 busy_run = batch.result()
             pushes = service.socket.pushes[seen:]
             results["ws_push_busy"] = summary_ms([push_delay_s(p) for p in pushes])
-            out(f"== API latency (wrk, closed loop), 4 jobs processing ({busy_run['fps']} frames/s)")
+            out(f"== API latency while 8 jobs are processing ({busy_run['fps']} frames/s); open loop first, then "
+                "wrk's closed loop (the jobs may end during it)")
+            print_api(results["api_busy_open_loop"])
             print_api(results["api_busy"])
             out(f"WebSocket push, commit -> client, busy: {fmt_lat(results['ws_push_busy'])}")
         if "throughput" in sections:

@@ -216,11 +216,6 @@ class Service:
             self._start(f"worker-{queue}", [sys.executable, "manage.py", "rundramatiq", "--queues", queue],
                         worker_env)
 
-    def restart_web(self, **extra_env: str) -> None:
-        self.socket.stop()
-        self._stop_procs("web")
-        self.start_web(self.token, self.socket.cookie, **extra_env)
-
     def stop_workers(self) -> None:
         self._stop_procs("worker-")
 

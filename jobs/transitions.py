@@ -172,10 +172,11 @@ def create_job(**fields: Any) -> Job:
 def _after_commit(job: Job, dispatch_delay_ms: int, front: bool = False) -> None:
     from .broadcast import push_job
 
+    # After commit, browsers first (a push is what a person waits for), then the next stage's message.
+    transaction.on_commit(lambda: push_job(job))
     stage = STAGE_BY_READY.get(job.status)
     if stage is not None:
         dispatch_stage(job, stage, dispatch_delay_ms, front)
-    transaction.on_commit(lambda: push_job(job))
 
 
 class JobInterrupted(Exception):
