@@ -1,6 +1,7 @@
 """The real model on the real video, end to end."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -87,16 +88,17 @@ def test_embedded_make_run_mode(tmp_path):
         wait_for_port(port)
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Token {token}"}
-        with open(STREET, "rb") as fh:
-            response = requests.post(f"{base}/api/jobs/", files={"video": fh}, headers=headers, timeout=60)
-        assert response.status_code == 201, response.text
-        job_id = response.json()["id"]
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            job = requests.get(f"{base}/api/jobs/{job_id}/", headers=headers, timeout=10).json()
-            if job["status"] in ("Exit", "Failed"):
-                break
-            time.sleep(0.2)
+        # A browser's view: log in, open the socket, upload, and see every status pushed by the worker
+        # threads through the in-memory channel layer.
+        session = requests.Session()
+        session.get(f"{base}/login/", timeout=10)
+        session.post(f"{base}/login/", data={"username": "admin", "password": PASSWORD,
+                                             "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+                     headers={"Referer": f"{base}/login/"}, timeout=10)
+        pushed = asyncio.run(_upload_and_watch(base, session, headers))
+        job_id = pushed["job"]["id"]
+        assert pushed["statuses"] == list(PIPELINE), pushed["statuses"]
+        job = requests.get(f"{base}/api/jobs/{job_id}/", headers=headers, timeout=10).json()
         assert job["status"] == "Exit", (job, (tmp_path / "embedded.log").read_text()[-3000:])
         events = requests.get(f"{base}/api/jobs/{job_id}/events/", headers=headers, timeout=10).json()
         assert [e["to_status"] for e in events] == list(PIPELINE)
@@ -108,3 +110,31 @@ def test_embedded_make_run_mode(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+async def _upload_and_watch(base: str, session: requests.Session, headers: dict) -> dict:
+    import websockets
+
+    cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+    ws_url = base.replace("http", "ws") + "/ws/jobs/"
+    async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": base}) as socket:
+        assert json.loads(await socket.recv())["type"] == "snapshot"
+
+        def upload():
+            with open(STREET, "rb") as fh:
+                return requests.post(f"{base}/api/jobs/", files={"video": fh}, headers=headers, timeout=60)
+
+        response = await asyncio.get_running_loop().run_in_executor(None, upload)
+        assert response.status_code == 201, response.text
+        job_id, statuses, last = response.json()["id"], [], None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            message = json.loads(await asyncio.wait_for(socket.recv(), timeout=60))
+            if message["type"] != "job.update" or message["job"]["id"] != job_id:
+                continue
+            last = message["job"]
+            if not statuses or statuses[-1] != last["status"]:
+                statuses.append(last["status"])
+            if last["status"] in ("Exit", "Failed"):
+                break
+        return {"job": last, "statuses": statuses}
