@@ -115,6 +115,7 @@ def free_port() -> int:
 class Push:
     received: float  # time.time() when the client read it
     job: dict
+    committed_at: float | None = None  # time.time() on the server right after the transition's commit
 
 
 @dataclass
@@ -151,7 +152,7 @@ class SocketClient:
                     received = time.time()
                     message = json.loads(raw)
                     if message.get("type") == "job.update":
-                        self.pushes.append(Push(received, message["job"]))
+                        self.pushes.append(Push(received, message["job"], message.get("committed_at")))
         except BaseException as exc:  # noqa: BLE001 - reported by start() / stop()
             self._error = exc
             self._ready.set()
@@ -165,7 +166,9 @@ class SocketClient:
 
 
 def push_delay_s(push: Push) -> float:
-    """Arrival minus the change's own timestamp (updated_at is set in the transaction, just before commit)."""
+    """Arrival minus the server's time right after the transition committed (same machine, same clock)."""
+    if push.committed_at is not None:
+        return push.received - push.committed_at
     return push.received - datetime.fromisoformat(push.job["updated_at"].replace("Z", "+00:00")).timestamp()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -51,7 +52,8 @@ def push_job(job: Job) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": "job.update", "job": job_payload(job)}
+    # committed_at: pushes run right after the transition's commit (on_commit); clients can measure delivery.
+    message = {"type": "job.update", "job": job_payload(job), "committed_at": time.time()}
     groups = [user_group(job.user_id), STAFF_GROUP]
     try:
         if type(layer).__module__.startswith("channels_redis"):  # keep its connections on one loop

@@ -33,7 +33,7 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "snapshot", "jobs": await self._snapshot(self.scope["user"])})
 
     async def job_update(self, event):
-        await self.send_json({"type": "job.update", "job": event["job"]})
+        await self.send_json({"type": "job.update", "job": event["job"], "committed_at": event.get("committed_at")})
 
     @database_sync_to_async
     def _snapshot(self, user):

@@ -2,6 +2,8 @@
 configured channel layer (Redis under `make test`, as in production)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -107,6 +109,7 @@ def test_updates_reach_the_owner_and_staff_only(owner, other, staff, redis_clean
             assert message["type"] == "job.update"
             assert message["job"]["id"] == owners_job.pk and message["job"]["status"] == "Preprocessing"
             assert message["job"]["version"] == owners_job.version + 1
+            assert 0 <= time.time() - message["committed_at"] < TIMEOUT  # stamped after the commit
         assert await sockets["other"].receive_nothing(timeout=1)
 
         await sync_to_async(transition)(others_job.pk, Status.ENQUEUE, Status.CANCELLED)
