@@ -128,11 +128,8 @@ class FaultRun:
     # --- processes ---
 
     def env(self) -> dict[str, str]:
-        db = settings.DATABASES["default"]
-        env = dict(os.environ)
+        env = dict(os.environ)  # DATABASE_URL and REDIS_URL (credentials included) as this command got them
         env.update(
-            DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            REDIS_URL=settings.REDIS_URL,
             GEDGE_MEDIA_ROOT=str(settings.MEDIA_ROOT),
             GEDGE_LEASE_TTL_S=str(self.config.lease_ttl_s),
             GEDGE_REDISPATCH_AFTER_S=str(self.config.redispatch_after_s),
