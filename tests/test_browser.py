@@ -272,10 +272,25 @@ def test_upload_watch_live_and_open_the_result(live, owner, other, tmp_path):
     missed.refresh_from_db()
     assert missed.failed_stage == "preprocess" and missed.status == Status.FAILED
 
+    # --- Cancel: a job still waiting for its first stage (its message never sent, as if the queue were
+    # backed up) is cancelled from its page, and the page follows the change without a reload ---
+    waiting = Job.objects.create(user=owner, path="uploads/waiting.mp4", type="mp4/mp4",
+                                 original_name="waiting.mp4", frame_count=84, width=1280, height=720, fps=30)
+    JobEvent.objects.create(job=waiting, from_status="", to_status=Status.ENQUEUE, message="uploaded")
+    owner_page.goto(f"{live.url}/jobs/{waiting.pk}/")
+    expect(owner_page.locator("#retry-btn")).to_be_hidden()
+    owner_page.once("dialog", lambda dialog: dialog.accept())  # "Cancel this job?"
+    owner_page.locator("#cancel-btn").click()
+    expect(owner_page.locator("#job-status")).to_have_text("Cancelled")
+    expect(owner_page.locator("#cancel-btn")).to_be_hidden()
+    expect(owner_page.locator("#retry-btn")).to_be_visible()
+    waiting.refresh_from_db()
+    assert waiting.status == Status.CANCELLED and waiting.ended_at is not None
+
     # --- the same console on a phone: one card per job, no sideways scrolling ---
     phone = log_in(live.browser, live.url, owner, viewport={"width": 390, "height": 844}, is_mobile=True,
                    has_touch=True, device_scale_factor=2)
-    expect(phone.locator("#job-rows tr[data-job]")).to_have_count(2)
+    expect(phone.locator("#job-rows tr[data-job]")).to_have_count(3)
     expect(phone.locator("#jobs-table thead")).to_be_hidden()
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "sideways scrolling"
     phone.screenshot(path=str(SHOTS / "console-phone.png"), full_page=True)
