@@ -37,10 +37,6 @@ def get_detector() -> Detector:
         return _detector
 
 
-def detector_loaded() -> bool:
-    return _detector is not None
-
-
 @lru_cache(maxsize=1)
 def model_input_size() -> tuple[int, int]:
     """The model's input (h, w) for preprocessing, read without keeping a session in CPU workers."""

@@ -45,10 +45,6 @@ def waiting_message_ids(queue_name: str) -> set[str]:
     return ids
 
 
-def message_waiting(queue_name: str, message_id: str) -> bool:
-    return message_id in waiting_message_ids(queue_name)
-
-
 def reap() -> dict[str, int]:
     now = timezone.now()
     counts = {"expired": 0, "redispatched": 0, "finalized": 0, "failed": 0, "skipped": 0}

@@ -76,9 +76,7 @@ def _inference(job: Job, progress: Callable[[int, int], None]) -> dict[str, Any]
     frames, out = job.job_dir / job.artifacts["frames"], attempt_dir(job, "inference")
     result = run_inference(frames, detector, progress=progress, out_dir=out)
     (out / MODEL_FACTS).write_text(json.dumps(detector.facts))
-    params = {**job.params, "score_threshold": detector.config.score_threshold,
-              "iou_threshold": detector.config.iou_threshold, "batch_size": detector.batch_size,
-              "model_format": detector.config.model_format}
+    params = {**job.params, **detector.parameters}
     return {"model_name": detector.name, "model_sha256": detector.sha256, "params": params,
             "inference_done": result.frame_count, "artifacts": {**job.artifacts, "detections": _rel(job, out)}}
 

@@ -234,6 +234,16 @@ class Detector:
             "class_names": self.class_names,
         }
 
+    @property
+    def parameters(self) -> dict:
+        """The detection parameters that decide the results (recorded with them, for reproducing them)."""
+        return {
+            "score_threshold": self.config.score_threshold,
+            "iou_threshold": self.config.iou_threshold,
+            "batch_size": self.batch_size,
+            "model_format": self.config.model_format,
+        }
+
     def _blob(self, images: list[np.ndarray]) -> np.ndarray:
         input_h, input_w = self.input_size
         blob = np.full((len(images), input_h, input_w, 3), PAD_VALUE, np.uint8)

@@ -32,9 +32,7 @@ def process_video_file(
         shutil.rmtree(work_dir / "frames", ignore_errors=True)
         video = {"width": pre.width, "height": pre.height, "fps": pre.fps, "frame_count": pre.frame_count,
                  "codec": info.codec, "format": info.format_name}
-        parameters = {"score_threshold": detector.config.score_threshold,
-                      "iou_threshold": detector.config.iou_threshold, "enhance": enhance,
-                      "batch_size": detector.batch_size}
+        parameters = {**detector.parameters, "enhance": enhance}
         post = postprocess_detections(source, work_dir, out_dir, video=video, model=detector.facts,
                                       parameters=parameters, encoder=encoder)
     finally:
