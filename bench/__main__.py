@@ -19,12 +19,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .media import STREET, frame_count, looped_clip
-from .service import ROOT, Bench, Service, default_model, push_delay_s
+from .service import BENCH_USER, ROOT, Bench, Service, default_model, free_port, push_delay_s
 from .stats import WRK_SCRIPT, cpu_count, parse_wrk, ratio, summary_ms
 
 SECTIONS = ("throughput", "latency", "memory", "levers")
@@ -92,21 +93,34 @@ def service_jobs(service: Service, videos: list[Path], timeout: float = 900) -> 
             "exit_to_browser_s": exit_delay}
 
 
-def wrk(url: str, token: str, seconds: int, connections: int = 32) -> dict:
+# The loads of the API latency rows: (connections, mean think time in ms or None for a closed loop).
+LOADS = {
+    "32 clients, closed loop": (32, None),
+    "32 clients, ~1 req/s each": (32, 1000),
+    "32 clients, ~10 req/s each": (32, 100),
+    "1 client, closed loop": (1, None),
+}
+
+
+def wrk(url: str, token: str | None, seconds: int, connections: int = 32, think_ms: int | None = None) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(WRK_SCRIPT)
+    env = dict(os.environ)
+    if think_ms:
+        env["GEDGE_WRK_THINK_MS"] = str(think_ms)
+    auth = ["-H", f"Authorization: Token {token}"] if token else []
     try:
         done = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s",
-                               "--timeout", "10s", "-H", f"Authorization: Token {token}", "-s", fh.name, url],
-                              check=True, capture_output=True, text=True)
+                               "--timeout", "10s", *auth, "-s", fh.name, url],
+                              check=True, capture_output=True, text=True, env=env)
     finally:
         os.unlink(fh.name)
     return parse_wrk(done.stdout)
 
 
 def hey_open_loop(url: str, token: str, seconds: int, clients: int = 32, rate: float = 2.0) -> dict:
-    """32 clients that each send ``rate`` requests/s (hey -q): a load that does not grow with the server's
-    own latency, unlike wrk's closed loop where each client fires again as soon as it is answered."""
+    """32 clients that each send ``rate`` requests/s (hey -q). hey's clients tick in step, so every 1/rate s
+    32 requests arrive together: the worst case of 32 simultaneous requests, not a steady rate."""
     done = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(clients), "-q", str(rate), "-o", "csv",
                            "-H", f"Authorization: Token {token}", url], check=True, capture_output=True, text=True)
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
@@ -115,24 +129,79 @@ def hey_open_loop(url: str, token: str, seconds: int, clients: int = 32, rate: f
     return figures
 
 
-def api_open_loop(service: Service, job_id: int, seconds: int) -> dict:
-    if shutil.which("hey") is None:
-        out("   hey is not installed (apt-get install hey): open-loop API latency skipped")
-        return {}
-    detail, listing = f"{service.base}/api/jobs/{job_id}/", f"{service.base}/api/jobs/"
-    return {"detail_open_loop": hey_open_loop(detail, service.token, seconds),
-            "list_open_loop": hey_open_loop(listing, service.token, seconds)}
-
-
-def api_latency(service: Service, job_id: int, seconds: int) -> dict:
-    """32 closed-loop clients (the goal's load), and 1 client: the time one request costs the server."""
+def api_latency(base: str, token: str | None, job_id: int, seconds: int, loads: dict = LOADS,
+                lockstep: bool = True) -> dict:
+    """GET /api/jobs/{id}/ and GET /api/jobs/ under each load (wrk), and hey's lockstep burst."""
     if shutil.which("wrk") is None:
         out("   wrk is not installed (apt-get install wrk): API latency skipped")
         return {}
-    detail, listing = f"{service.base}/api/jobs/{job_id}/", f"{service.base}/api/jobs/"
-    return {"detail": wrk(detail, service.token, seconds), "list": wrk(listing, service.token, seconds),
-            "detail_1_client": wrk(detail, service.token, max(2, seconds // 2), connections=1),
-            "list_1_client": wrk(listing, service.token, max(2, seconds // 2), connections=1)}
+    figures: dict = {}
+    for endpoint, url in (("detail", f"{base}/api/jobs/{job_id}/"), ("list", f"{base}/api/jobs/")):
+        for load, (connections, think) in loads.items():
+            length = seconds if connections > 1 else max(2, seconds // 2)
+            figures[f"{endpoint} | {load}"] = wrk(url, token, length, connections, think)
+        if lockstep and shutil.which("hey"):
+            figures[f"{endpoint} | 32 clients in lockstep, 2 req/s each (hey)"] = hey_open_loop(url, token, seconds)
+    return figures
+
+
+def floor_latency(seconds: int) -> dict:
+    """The same loads on Daphne answering a constant (bench/floor.py): what Daphne alone costs here."""
+    if shutil.which("wrk") is None:
+        return {}
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                             "--access-log", os.devnull, "bench.floor:app"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/")
+        return {f"constant | {load}": wrk(f"http://127.0.0.1:{port}/", None, seconds if c > 1 else max(2, seconds // 2),
+                                         c, think) for load, (c, think) in LOADS.items()}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class BusyLoad:
+    """Keeps the workers busy: batches of 4 street.mp4 jobs, one after another, until stopped."""
+
+    def __init__(self, service: Service, video: Path) -> None:
+        self.service, self.video = service, video
+        self.stopping = threading.Event()
+        self.batches: list[dict] = []
+
+    def __enter__(self) -> BusyLoad:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        time.sleep(3)  # the first stages under way
+        return self
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.batches.append(service_jobs(self.service, [self.video] * 4))
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join(900)
+
+    @property
+    def fps(self) -> float:
+        frames = sum(b["frames"] for b in self.batches)
+        return round(frames / sum(b["seconds"] for b in self.batches), 2) if self.batches else 0.0
 
 
 def socket_idle(service: Service, job_id: int, cycles: int) -> list[float]:
@@ -150,11 +219,9 @@ def socket_idle(service: Service, job_id: int, cycles: int) -> list[float]:
 
 def print_api(figures: dict) -> None:
     for name, d in figures.items():
-        path = "/api/jobs/{id}/" if name.startswith("detail") else "/api/jobs/"
-        clients = "1 client " if name.endswith("_1_client") else "32 clients"
-        if name.endswith("_open_loop"):
-            clients = "32 clients x 2 req/s (open loop, hey)"
-        out(f"GET {path:16} {clients} {fmt_lat(d)}")
+        endpoint, load = name.split(" | ")
+        path = {"detail": "/api/jobs/{id}/", "list": "/api/jobs/", "constant": "(constant)"}[endpoint]
+        out(f"GET {path:16} {load:44} {fmt_lat(d)}")
 
 
 def fmt_lat(d: dict) -> str:
@@ -197,11 +264,12 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
         warm = service.wait_done([service.submit(tiny)[0]], 300)  # loads the model in the inference worker
         results["worker_peak_mb_warm"] = service.worker_peak_mb()
         if "latency" in sections:
-            results["api_idle"] = api_latency(service, next(iter(warm)), cfg.wrk_seconds)
-            out("== API latency (wrk, closed loop), workers idle")
+            out("== API latency, workers idle (wrk; hey for the lockstep rows)")
+            results["api_idle"] = api_latency(service.base, service.token, next(iter(warm)), cfg.wrk_seconds)
             print_api(results["api_idle"])
-            results["api_idle_open_loop"] = api_open_loop(service, next(iter(warm)), cfg.wrk_seconds)
-            print_api(results["api_idle_open_loop"])
+            out("   the same loads on Daphne answering a constant (bench/floor.py), no Django: the floor")
+            results["api_floor"] = floor_latency(cfg.wrk_seconds)
+            print_api(results["api_floor"])
         if "throughput" in sections:
             runs: dict[int, dict] = {}
             for n in (1, 4, 8):
@@ -223,21 +291,26 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
             out(f"upload accepted -> first worker push:   {fmt_lat(results['accepted_to_first_push'])}")
             out(f"Exit committed -> browser knows:        {fmt_lat(results['exit_to_browser'])}")
         if "latency" in sections:
-            seen = len(service.socket.pushes)
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                batch = pool.submit(service_jobs, service, [video] * 8)
-                time.sleep(2)  # let the stages start
-                # The open-loop run first: 8 jobs keep the workers busy for all of it.
-                results["api_busy_open_loop"] = api_open_loop(service, next(iter(warm)), cfg.wrk_seconds)
-                results["api_busy"] = api_latency(service, next(iter(warm)), cfg.wrk_seconds)
-                busy_run = batch.result()
-            pushes = service.socket.pushes[seen:]
-            results["ws_push_busy"] = summary_ms([push_delay_s(p) for p in pushes])
-            out(f"== API latency while 8 jobs are processing ({busy_run['fps']} frames/s); open loop first, then "
-                "wrk's closed loop (the jobs may end during it)")
-            print_api(results["api_busy_open_loop"])
-            print_api(results["api_busy"])
-            out(f"WebSocket push, commit -> client, busy: {fmt_lat(results['ws_push_busy'])}")
+            job_id = next(iter(warm))
+            busy_loads = {k: LOADS[k] for k in ("32 clients, ~10 req/s each", "32 clients, closed loop")}
+            out("== API latency while jobs are processing (4 street.mp4 at a time, all along), per worker niceness")
+            results["api_busy_nice"] = {}
+            for nice in ("0", "10"):
+                service.stop_workers()
+                service.start_workers(GEDGE_WORKER_NICE=nice)
+                service.wait_done([service.submit(tiny)[0]], 300)
+                seen = len(service.socket.pushes)
+                with BusyLoad(service, video) as load:
+                    figures = api_latency(service.base, service.token, job_id, cfg.wrk_seconds,
+                                          LOADS if nice == "10" else busy_loads, lockstep=nice == "10")
+                pushes = [p for p in service.socket.pushes[seen:] if p.job["status"] != "Enqueue"]
+                results["api_busy_nice"][nice] = {"api": figures, "fps": load.fps,
+                                                  "ws_push": summary_ms([push_delay_s(p) for p in pushes])}
+                out(f"   GEDGE_WORKER_NICE={nice}{' (the default)' if nice == '10' else ''}: the jobs ran at "
+                    f"{load.fps} frames/s meanwhile")
+                print_api(figures)
+                out(f"   WebSocket push, commit -> client, busy: {fmt_lat(results['api_busy_nice'][nice]['ws_push'])}")
+            results["api_busy"] = results["api_busy_nice"]["10"]["api"]
         if "throughput" in sections:
             # The deployment knob the in-process levers cannot settle: onnxruntime's threads per inference
             # worker while the other stages' workers share the same cores. Same service, workers restarted.
@@ -272,6 +345,31 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
         service.stop()
 
 
+def web_levers(bench: Bench, seconds: int) -> dict:
+    """The web process's levers, one fresh Daphne per arm on the same database, workers off."""
+    from jobs.models import Job
+
+    job_id = Job.objects.filter(user__username=BENCH_USER).values_list("id", flat=True).first()
+    jobs = Job.objects.filter(user__username=BENCH_USER).count()
+    arms = {"DRF only, Python's GC (before)": {"GEDGE_FAST_READS": "false", "GEDGE_WEB_GC_THRESHOLD": ""},
+            "DRF only, GC tuned": {"GEDGE_FAST_READS": "false"},
+            "read path, Python's GC": {"GEDGE_WEB_GC_THRESHOLD": ""},
+            "read path, GC tuned (the defaults)": {}}
+    loads = {k: LOADS[k] for k in ("1 client, closed loop", "32 clients, ~10 req/s each", "32 clients, closed loop")}
+    out(f"== Web levers (fresh Daphne per arm, workers off; the list holds {jobs} jobs)")
+    figures: dict = {}
+    for name, env in arms.items():
+        service = bench.service(workers=False, web_env=env)
+        try:
+            figures[name] = api_latency(service.base, service.token, job_id, max(3, seconds // 2), loads,
+                                        lockstep=False)
+        finally:
+            service.stop()
+        out(f"   {name}")
+        print_api(figures[name])
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs, to check the harness")
@@ -291,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench()
         try:
             section_throughput_latency(bench, cfg, results, sections)
+            if "latency" in sections:
+                results["api_web_levers"] = web_levers(bench, cfg.wrk_seconds)
         finally:
             bench.close()
     if "levers" in sections:

@@ -310,13 +310,13 @@ class Bench:
 
         self.redis = redis.Redis.from_url(self.env["REDIS_URL"])
 
-    def service(self, workers: bool = True, **worker_env: str) -> Service:
+    def service(self, workers: bool = True, web_env: dict[str, str] | None = None, **worker_env: str) -> Service:
         self.redis.flushdb()  # no stale messages from an earlier service
         log_dir = self.tmp / f"logs-{time.monotonic_ns()}"
         log_dir.mkdir()
         service = Service(self.env, log_dir)
         try:
-            service.start_web(self.token, self.cookie)
+            service.start_web(self.token, self.cookie, **(web_env or {}))
             if workers:
                 service.start_workers(**worker_env)
         except BaseException:

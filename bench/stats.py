@@ -29,8 +29,19 @@ def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else float("nan")
 
 
-# wrk's Lua done() hook: wrk itself prints only 50/75/90/99, the goals need p95 too.
+# wrk's Lua hooks. done(): wrk itself prints only 50/75/90/99, the goals need p95 too. delay(): with
+# GEDGE_WRK_THINK_MS set, each connection is a client that waits a random think time (exponential, that mean)
+# after each answer before it asks again, as people and pollers do; unset, it asks again at once (closed loop).
 WRK_SCRIPT = """
+local think = tonumber(os.getenv("GEDGE_WRK_THINK_MS") or "")
+if think then
+  math.randomseed(os.time() + math.floor(os.clock() * 1e6) + math.floor((tonumber(tostring({}):match("0x(%x+)"), 16)
+    or 0) % 100000))
+  delay = function()
+    return math.floor(-think * math.log(1 - math.random()))
+  end
+end
+
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH requests=%d errors=%d duration_us=%d\\n", summary.requests,

@@ -246,3 +246,9 @@ GEDGE_ADMIN_USER = env_str("GEDGE_ADMIN_USER", "admin")
 # Pods' probes (`manage.py worker_ready`) read it. One folder per Pod (an emptyDir).
 GEDGE_WORKER_STATE_DIR = Path(env_str("GEDGE_WORKER_STATE_DIR", str(VAR_DIR / "worker")))
 GEDGE_WORKER_HEARTBEAT_S = env_float("GEDGE_WORKER_HEARTBEAT_S", 10)
+# GET /api/jobs/ and /api/jobs/{id}/ with a token, answered on the event loop (jobs/readpath.py); PostgreSQL only.
+GEDGE_FAST_READS = env_bool("GEDGE_FAST_READS", True)
+GEDGE_FAST_READS_POOL = env_int("GEDGE_FAST_READS_POOL", 4)
+GEDGE_FAST_READS_WAIT_S = env_float("GEDGE_FAST_READS_WAIT_S", 2)
+GEDGE_WEB_GC_THRESHOLD = [int(v) for v in env_list("GEDGE_WEB_GC_THRESHOLD", "10000,10,10")]
+GEDGE_WORKER_NICE = env_int("GEDGE_WORKER_NICE", 10)

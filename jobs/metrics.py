@@ -36,6 +36,8 @@ STAGE_SECONDS = Histogram("gedge_stage_duration_seconds", "Wall time of one succ
 FRAMES = Counter("gedge_frames_processed_total", "Frames a stage completed", ["stage"])
 RETRIES = Counter("gedge_stage_retries_total", "Stage runs that crashed and were sent back for a retry",
                   ["stage"])
+FAST_READS = Counter("gedge_api_fast_reads_total", "GET /api/jobs/ and /api/jobs/{id}/: answered on the event loop "
+                     "(jobs/readpath.py) or passed to Django", ["result"])
 FAILURES = Counter("gedge_stage_failures_total", "Stage runs that failed their job", ["stage"])
 
 

@@ -43,8 +43,7 @@ def assert_results(result_dir, frames=84, size=(1280, 720)):
 
 def test_street_through_separate_worker_processes(api, media_root, processes, redis_clean):
     env = service_env(media_root)
-    for queue in ("preprocess", "inference", "postprocess"):
-        processes.worker([queue], env)
+    workers = [processes.worker([queue], env) for queue in ("preprocess", "inference", "postprocess")]
     started = time.monotonic()
     with open(STREET, "rb") as fh:
         response = api.post("/api/jobs/", {"video": fh}, format="multipart")
@@ -66,6 +65,12 @@ def test_street_through_separate_worker_processes(api, media_root, processes, re
     events = api.get(f"/api/jobs/{job_id}/events/").json()
     assert [e["to_status"] for e in events] == list(PIPELINE)
     assert api.get(f"/api/jobs/{job_id}/").json()["status"] == "Exit"
+    # Workers yield the CPU to the web (GEDGE_WORKER_NICE): the worker processes run at niceness 10.
+    for worker in workers:
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+        group = f"/proc/{worker.pid}/autogroup"  # a session of its own: its scheduling group yields too
+        if os.path.exists(group):
+            assert open(group).read().split()[-1] == "10"
 
 
 def test_embedded_make_run_mode(tmp_path):

@@ -4,9 +4,15 @@ Dramatiq's Redis consumer backs off up to ``dramatiq_worker_timeout`` (1000 ms b
 empty, so each hand-off between two stages of a job could wait up to a second. With 100 ms, one street.mp4
 job through the three workers went from 21.3 to 30.0 frames/s in the benchmark (docs/performance.md); the
 cost is a few Redis round trips per second per idle queue. An operator's own setting wins.
+
+Workers also lower their CPU priority (``GEDGE_WORKER_NICE``, 10 by default; 0 leaves it): stage work is
+throughput, an API request is someone waiting. Where the web process shares cores with workers (one edge box,
+or Pods on one node without CPU limits), a request then no longer queues behind frames; when the web is idle
+the workers get the whole CPU as before (docs/performance.md, "API latency").
 """
 import os
 
+from django.conf import settings
 from django_dramatiq.management.commands.rundramatiq import Command as DjangoDramatiqCommand
 
 IDLE_POLL_MS = "100"
@@ -15,4 +21,24 @@ IDLE_POLL_MS = "100"
 class Command(DjangoDramatiqCommand):
     def handle(self, *args, **options):
         os.environ.setdefault("dramatiq_worker_timeout", IDLE_POLL_MS)  # read by the dramatiq CLI it execs
+        if settings.GEDGE_WORKER_NICE > 0:
+            lower_priority(settings.GEDGE_WORKER_NICE)
         return super().handle(*args, **options)
+
+
+def lower_priority(nice: int) -> None:
+    """Niceness for this process, kept across the exec and by every worker process it forks.
+
+    Where the kernel groups processes by session for scheduling (autogroup, on by default on desktops and
+    on this edge box), niceness only ranks processes *within* a session, and a worker started in a session
+    of its own would still get an equal share beside the web. Such a worker, the leader of its own session,
+    therefore also sets its session group's niceness. In Kubernetes each container is a cgroup instead, and
+    the Pods' CPU requests decide (k8s/).
+    """
+    os.nice(nice)
+    if os.getsid(0) == os.getpid():
+        try:
+            with open("/proc/self/autogroup", "w") as fh:
+                fh.write(str(nice))
+        except OSError:  # no autogroup in this kernel, or not allowed: niceness alone
+            pass

@@ -1,0 +1,17 @@
+"""The floor under the API's latency: Daphne answering a constant, as big as a job's JSON, with no Django.
+
+    python -m daphne -p PORT bench.floor:app
+
+Whatever this costs under a load, no view behind Daphne can answer faster under the same load.
+"""
+from __future__ import annotations
+
+BODY = b'{"id":1,"status":"Exit","padding":"' + b"x" * 900 + b'"}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})

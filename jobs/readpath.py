@@ -1,0 +1,265 @@
+"""The API's two hot reads on Daphne's event loop: ``GET /api/jobs/{id}/`` and ``GET /api/jobs/``.
+
+Clients that follow jobs poll these two URLs. Through Django's handler and DRF each answer costs one thread
+hop, ten middleware, content negotiation and three ORM queries: about 6-15 ms of CPU on the 2-core edge box,
+and one Daphne process serves one request at a time for most of that (docs/performance.md, "API latency").
+This ASGI layer answers the common case itself: a token (``Authorization: Token <key>``), JSON wanted, only
+``page``/``status`` in the query. Authentication, visibility and the page come from one SQL statement on an
+asyncio PostgreSQL pool; the job is rendered by the serializer's own fields (``job_representation``) and DRF's
+``JSONRenderer``, with the headers Django would add, so the answer is the same bytes as DRF's
+(tests/test_readpath.py compares the two over the ownership matrix).
+
+Everything else goes to Django unchanged: session cookies (the pages), anonymous, unknown or inactive tokens,
+another user's job, a page out of range, an unknown status, a browser asking for HTML, an unexpected
+parameter, SQLite (the embedded mode), and any database error. Those answers keep one implementation.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import json
+import logging
+import re
+import weakref
+from urllib.parse import parse_qsl
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
+from django.db.models import JSONField
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.renderers import JSONRenderer
+from rest_framework.settings import api_settings
+from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+from .metrics import FAST_READS
+from .models import Job, Status
+from .serializers import job_representation
+
+logger = logging.getLogger(__name__)
+
+PATH = re.compile(r"^/api/jobs/(?:(?P<id>[1-9][0-9]{0,17})/)?$")
+JSON_TYPES = {"application/json", "application/*", "*/*"}
+PAGE = re.compile(r"^[1-9][0-9]{0,8}$")
+
+
+def enabled() -> bool:
+    return settings.GEDGE_FAST_READS and connections["default"].vendor == "postgresql"
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _Sql:
+    """The statements, built once from the models' metadata (custom user model and table names included)."""
+
+    def __init__(self) -> None:
+        user = get_user_model()
+        fields = Job._meta.concrete_fields
+        self.attnames = [f.attname for f in fields]
+        self.json_columns = [i for i, f in enumerate(fields) if isinstance(f, JSONField)]
+        names = {
+            "users": _q(user._meta.db_table), "jobs": _q(Job._meta.db_table), "tokens": _q(Token._meta.db_table),
+            "uid": _q(user._meta.pk.column), "name": _q(user._meta.get_field(user.USERNAME_FIELD).column),
+            "active": _q(user._meta.get_field("is_active").column),
+            "staff": _q(user._meta.get_field("is_staff").column),
+            "owner": _q(Job._meta.get_field("user").column), "status": _q(Job._meta.get_field("status").column),
+            "token_key": _q(Token._meta.get_field("key").column),
+            "token_user": _q(Token._meta.get_field("user").column),
+            # JSON columns as text: every value of a row is then hashable, and the row itself is the key of
+            # the rendering cache below.
+            "job_cols": ", ".join(f"j.{_q(f.column)}" + ("::text" if isinstance(f, JSONField) else "")
+                                  for f in fields),
+        }
+        # One row for a known active token: the job where this viewer may see it, else NULLs.
+        self.detail = """
+            SELECT v.{uid}, o.{name}, {job_cols}
+            FROM {tokens} t JOIN {users} v ON v.{uid} = t.{token_user}
+            LEFT JOIN {jobs} j ON j.id = %(id)s AND (v.{staff} OR j.{owner} = v.{uid})
+            LEFT JOIN {users} o ON o.{uid} = j.{owner}
+            WHERE t.{token_key} = %(key)s AND v.{active}""".format(**names)  # noqa: S608 - quoted model names only
+        # One row per job of the page, each with the total before LIMIT; one row of NULLs where there is none.
+        self.page = """
+            SELECT v.{uid}, count(j.id) OVER (), o.{name}, {job_cols}
+            FROM {tokens} t JOIN {users} v ON v.{uid} = t.{token_user}
+            LEFT JOIN {jobs} j ON (v.{staff} OR j.{owner} = v.{uid})
+                AND (%(status)s::text IS NULL OR j.{status} = %(status)s)
+            LEFT JOIN {users} o ON o.{uid} = j.{owner}
+            WHERE t.{token_key} = %(key)s AND v.{active}
+            ORDER BY j.id DESC LIMIT %(limit)s OFFSET %(offset)s""".format(**names)  # noqa: S608 - quoted model names only
+        self.user_model, self.username_field = user, user.USERNAME_FIELD
+
+    def job(self, owner: str, values: tuple) -> Job:
+        values = list(values)
+        for i in self.json_columns:
+            values[i] = None if values[i] is None else json.loads(values[i])
+        job = Job.from_db("default", self.attnames, values)
+        owner_user = self.user_model(pk=job.user_id, **{self.username_field: owner})
+        Job.user.field.set_cached_value(job, owner_user)  # the serializer's "user" without a query
+        return job
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one _Sql per process, kept for its life
+    def render(self, owner: str, values: tuple, tz: str) -> bytes:
+        """The job's JSON, exactly as DRF's JSONRenderer writes it. Keyed by the whole row (and the time zone
+        dates are shown in): an unchanged job is rendered once, a changed row is a new key."""
+        return JSONRenderer().render(job_representation(self.job(owner, values)))
+
+
+class FastJobReads:
+    """ASGI middleware in front of Django's handler (gedge_site/asgi.py)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self._sql: _Sql | None = None
+        self._pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> pool
+        self._renderer = JSONRenderer()
+
+    async def __call__(self, scope, receive, send):
+        match = PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if match is not None and enabled():
+            try:
+                answer = await self._answer(scope, match)
+            except Exception:  # noqa: BLE001 - any trouble here: Django answers instead, with its own errors
+                logger.debug("fast read passed to Django", exc_info=True)
+                answer = None
+            FAST_READS.labels("passed" if answer is None else "answered").inc()
+            if answer is not None:
+                return await self._send(send, *answer)
+        return await self.app(scope, receive, send)
+
+    async def _answer(self, scope, match: re.Match) -> tuple[bytes, str] | None:
+        headers = {}
+        for key, value in scope["headers"]:
+            headers.setdefault(key.lower(), value)
+        key = _token(headers.get(b"authorization"))
+        if key is None or not _wants_json(headers.get(b"accept")):
+            return None
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        params = dict(query)
+        if len(params) != len(query):
+            return None
+        request = ASGIRequest(scope, io.BytesIO())
+        try:
+            request.get_host()  # ALLOWED_HOSTS, as Django checks it
+        except DisallowedHost:
+            return None
+        sql = self._sql or self._build_sql()
+        if match["id"]:
+            if params:
+                return None
+            rows = await self._fetch(sql.detail, {"key": key, "id": int(match["id"])})
+            if len(rows) != 1 or rows[0][2] is None:
+                return None  # unknown token, or not this viewer's job: Django's 401/404
+            _, owner, *values = rows[0]
+            return sql.render(owner, tuple(values), timezone.get_current_timezone_name()), "GET, HEAD, OPTIONS"
+        if set(params) - {"page", "status"}:
+            return None
+        status = params.get("status")
+        page = params.get("page", "1")
+        if (status is not None and status not in Status.values) or not PAGE.match(page):
+            return None
+        size = api_settings.PAGE_SIZE
+        number = int(page)
+        rows = await self._fetch(sql.page, {"key": key, "status": status, "limit": size,
+                                            "offset": (number - 1) * size})
+        if not rows:
+            return None  # unknown token
+        empty = rows[0][2] is None
+        if empty and number > 1:
+            return None  # past the last page: Django's 404
+        count = 0 if empty else rows[0][1]
+        url = request.build_absolute_uri()
+        pages = max(1, -(-count // size))
+        doc = {
+            "count": count,
+            "next": replace_query_param(url, "page", number + 1) if number < pages else None,
+            "previous": None if number == 1 else (remove_query_param(url, "page") if number == 2
+                                                  else replace_query_param(url, "page", number - 1)),
+            "results": [],
+        }
+        # json.dumps is compositional: the page is its frame with the (cached) jobs spliced into "results".
+        frame = self._renderer.render(doc)
+        tz = timezone.get_current_timezone_name()
+        jobs = [] if empty else [sql.render(owner, tuple(values), tz) for _, _, owner, *values in rows]
+        return frame[:-2] + b",".join(jobs) + frame[-2:], "GET, POST, HEAD, OPTIONS"
+
+    def _build_sql(self) -> _Sql:
+        self._sql = _Sql()
+        return self._sql
+
+    async def _fetch(self, statement: str, params: dict) -> list[tuple]:
+        pool = await self._pool()
+        async with pool.connection(timeout=settings.GEDGE_FAST_READS_WAIT_S) as conn:
+            cursor = await conn.execute(statement, params)
+            return await cursor.fetchall()
+
+    async def _pool(self):
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            from psycopg_pool import AsyncConnectionPool
+
+            db = connections["default"].settings_dict  # the test database's name under pytest
+            kwargs = {k: v for k, v in {"dbname": db["NAME"], "user": db["USER"], "password": db["PASSWORD"],
+                                        "host": db["HOST"], "port": db["PORT"]}.items() if v}
+            kwargs.update(autocommit=True, options="-c TimeZone=UTC")
+            pool = AsyncConnectionPool(kwargs=kwargs, min_size=1, max_size=settings.GEDGE_FAST_READS_POOL,
+                                       open=False, name="gedge-fast-reads")
+            self._pools[loop] = pool
+            await pool.open()
+        return pool
+
+    async def close(self) -> None:
+        """Close this event loop's pool (tests; a server's pools end with its process)."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
+    @staticmethod
+    async def _send(send, body: bytes, allow: str) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"vary", b"Accept"), (b"allow", allow.encode())]
+        headers += _security_headers()
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _token(value: bytes | None) -> str | None:
+    """DRF's TokenAuthentication parsing: ``Token <key>``, the keyword in any case, exactly two words."""
+    if not value:
+        return None
+    parts = value.split()
+    if len(parts) != 2 or parts[0].lower() != b"token":
+        return None
+    try:
+        return parts[1].decode()
+    except UnicodeError:
+        return None
+
+
+def _wants_json(accept: bytes | None) -> bool:
+    """No Accept, or only JSON / wildcards: DRF would pick its JSONRenderer (HTML gets the browsable API)."""
+    if not accept:
+        return True
+    types = {part.split(b";")[0].strip().decode("latin-1").lower() for part in accept.split(b",")}
+    return bool(types) and types <= JSON_TYPES
+
+
+def _security_headers() -> list[tuple[bytes, bytes]]:
+    """What SecurityMiddleware and XFrameOptionsMiddleware add to every Django response, from the same settings."""
+    headers = []
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append((b"x-content-type-options", b"nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        policy = settings.SECURE_REFERRER_POLICY
+        policy = policy if isinstance(policy, str) else ",".join(policy)
+        headers.append((b"referrer-policy", policy.encode()))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append((b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()))
+    headers.append((b"x-frame-options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper().encode()))
+    return headers

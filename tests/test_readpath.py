@@ -1,0 +1,154 @@
+"""The event-loop read path (jobs/readpath.py) answers exactly as DRF does, or leaves the request to Django.
+
+Two real Daphne processes on the test database: one as deployed, one with the read path switched off
+(GEDGE_FAST_READS=false), so every answer comes from Django and DRF. Each request goes to both; status, body
+bytes and the headers a client acts on must be equal, and the first server's /metrics tells whether the read
+path answered it or passed it on.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import timedelta
+
+import pytest
+import requests
+from django.test import Client
+from django.utils import timezone
+
+from jobs.models import Job, Status
+
+from .conftest import free_port, service_env, token_for, wait_for_port
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the servers read what the test wrote
+
+COMPARED_HEADERS = {"content-type", "content-length", "vary", "allow", "x-frame-options",
+                    "x-content-type-options", "referrer-policy", "cross-origin-opener-policy"}
+
+
+def seed(owner, other) -> dict[str, int]:
+    now = timezone.now()
+    rich = Job.objects.create(
+        user=owner, path="uploads/a.mp4", type="mp4/mov", original_name="rue\u2028de la paix \u00e9t\u00e9.mp4",
+        status=Status.EXIT, started_at=now - timedelta(seconds=3), ended_at=now, iteration=1, width=1280,
+        height=720, fps=29.97, frame_count=84, duration_s=2.8, preprocess_done=84, inference_done=84,
+        postprocess_done=84, stage_ms={"preprocess": 410.5, "inference": 1200}, params={"score": 0.3},
+        summary={"detections": 1205, "per_class": {"person": 1148, "car": 9}}, model_name="yolox_nano.onnx",
+        error="", version=17)
+    running = Job.objects.create(user=owner, path="uploads/b.mp4", original_name="b.mp4",
+                                 status=Status.INFERENCING, frame_count=84, preprocess_done=84, inference_done=40,
+                                 started_at=now)
+    Job.objects.bulk_create([Job(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4")
+                             for i in range(55)])  # more than one page of 50
+    theirs = Job.objects.create(user=other, path="uploads/c.mp4", original_name="c.mp4", status=Status.FAILED,
+                                error="inference failed: boom")
+    return {"rich": rich.pk, "running": running.pk, "theirs": theirs.pk}
+
+
+class Servers:
+    """The deployed web process and a reference one without the read path."""
+
+    def __init__(self, processes, media_root) -> None:
+        self.fast, self.reference = free_port(), free_port()
+        for name, port, switch in (("web-fast", self.fast, "true"), ("web-reference", self.reference, "false")):
+            processes.start(name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                                   "gedge_site.asgi:application"], service_env(media_root, GEDGE_FAST_READS=switch))
+        for port in (self.fast, self.reference):
+            wait_for_port(port)
+        self.http = requests.Session()
+
+    def counts(self) -> dict[str, float]:
+        text = self.http.get(f"http://127.0.0.1:{self.fast}/metrics", timeout=10).text
+        found = dict(re.findall(r'^gedge_api_fast_reads_total\{result="(\w+)"\} (\S+)$', text, re.M))
+        return {k: float(found.get(k, 0)) for k in ("answered", "passed")}
+
+    def get(self, port: int, path: str, headers: dict) -> requests.Response:
+        return self.http.get(f"http://127.0.0.1:{port}{path}", headers=headers, timeout=10, allow_redirects=False)
+
+    def both(self, path: str, headers: dict) -> tuple[requests.Response, requests.Response, str]:
+        """(read path's answer, Django's answer, "answered" or "passed")."""
+        headers = {"Host": "localhost", **headers}  # the same absolute URLs (pagination links) from both
+        before = self.counts()
+        fast = self.get(self.fast, path, headers)
+        after = self.counts()
+        reference = self.get(self.reference, path, headers)
+        moved = [k for k in after if after[k] != before[k]]
+        return fast, reference, ",".join(moved)
+
+
+def visible_headers(response: requests.Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in response.headers.items() if k.lower() in COMPARED_HEADERS}
+
+
+def test_same_answers_as_drf_and_only_for_what_it_is_for(owner, other, staff, django_user_model, processes,
+                                                         media_root):
+    ids = seed(owner, other)
+    inactive = django_user_model.objects.create_user(username="gone", is_active=False)
+    mine, theirs = f"/api/jobs/{ids['rich']}/", f"/api/jobs/{ids['theirs']}/"
+    as_owner = {"Authorization": f"Token {token_for(owner)}"}
+    as_other = {"Authorization": f"token {token_for(other)}"}  # the keyword in any case, as DRF takes it
+    as_staff = {"Authorization": f"Token {token_for(staff)}"}
+    client = Client()
+    client.force_login(owner)
+    by_cookie = {"Cookie": f"sessionid={client.cookies['sessionid'].value}"}
+
+    answered_here = [
+        (mine, as_owner), (f"/api/jobs/{ids['running']}/", as_owner), (mine, as_staff), (theirs, as_staff),
+        (theirs, as_other), (mine, {**as_owner, "Accept": "application/json"}),
+        (mine, {**as_owner, "Accept": "*/*"}),
+        ("/api/jobs/", as_owner), ("/api/jobs/?page=2", as_owner), ("/api/jobs/?page=1&status=Exit", as_owner),
+        ("/api/jobs/?status=Inferencing", as_owner), ("/api/jobs/", as_staff), ("/api/jobs/?page=2", as_staff),
+        ("/api/jobs/", as_other), ("/api/jobs/?status=Exit", as_other),
+    ]
+    left_to_django = [
+        (theirs, as_owner), (mine, as_other),  # another user's job: 404 from Django, not probeable
+        ("/api/jobs/999999/", as_owner), (mine, {}), (mine, {"Authorization": "Token nope"}),
+        (mine, {"Authorization": f"Token {token_for(inactive)}"}),
+        (mine, {"Authorization": f"Bearer {token_for(owner)}"}), (mine, by_cookie),
+        ("/api/jobs/", by_cookie), ("/api/jobs/?page=3", as_owner), ("/api/jobs/?page=0", as_owner),
+        ("/api/jobs/?page=last", as_owner), ("/api/jobs/?status=Bogus", as_owner), ("/api/jobs/?x=1", as_owner),
+        (f"{mine}?format=json", as_owner), ("/api/jobs/?page=1&page=2", as_owner),
+        (mine, {**as_owner, "Accept": "text/html"}),
+    ]
+    not_its_urls = [(f"{mine}events/", as_owner), (mine.rstrip("/"), as_owner), ("/api/jobs/x/", as_owner)]
+    servers = Servers(processes, media_root)
+    for route, cases in (("answered", answered_here), ("passed", left_to_django), ("", not_its_urls)):
+        for path, headers in cases:
+            fast, reference, seen = servers.both(path, headers)
+            case = (path, sorted(headers.keys()))  # keys only: no secrets in the report
+            assert seen == route, case
+            assert fast.status_code == reference.status_code, case
+            if fast.headers["Content-Type"].startswith("text/html"):  # the browsable API: a new CSRF token each time
+                assert reference.headers["Content-Type"] == fast.headers["Content-Type"], case
+                continue
+            assert fast.content == reference.content, case
+            assert visible_headers(fast) == visible_headers(reference), case
+            if route == "answered":
+                assert fast.status_code == 200, case
+
+    host = f"127.0.0.1:{servers.fast}"
+    page1 = servers.http.get(f"http://{host}/api/jobs/", headers=as_owner, timeout=10).json()
+    page2 = servers.http.get(f"http://{host}/api/jobs/?page=2", headers=as_owner, timeout=10).json()
+    # Without a Host header of the client's choosing, the links point at the server as the client reached it.
+    assert page1["count"] == page2["count"] == 57
+    assert len(page1["results"]) == 50 and len(page2["results"]) == 7
+    assert page1["next"] == f"http://{host}/api/jobs/?page=2" and page2["previous"] == f"http://{host}/api/jobs/"
+    raw = servers.http.get(f"http://{host}{mine}", headers=as_owner, timeout=10).content
+    rich = json.loads(raw)
+    assert rich["original_name"] == "rue\u2028de la paix \u00e9t\u00e9.mp4" and rich["version"] == 17
+    assert b"\\u2028" in raw  # escaped, as DRF's renderer does
+
+
+    # A change that leaves version and updated_at as they were (QuerySet.update skips auto_now) is seen at once:
+    # the render cache is keyed by the whole row.
+    running = f"/api/jobs/{ids['running']}/"
+    before = servers.both(running, as_owner)[0].content
+    Job.objects.filter(pk=ids["running"]).update(inference_done=41)
+    fast, reference, seen = servers.both(running, as_owner)
+    assert seen == "answered" and fast.content == reference.content != before
+    assert b'"inference":41' in fast.content
+
+    # The reference server, switched off, never answered anything itself.
+    text = servers.http.get(f"http://127.0.0.1:{servers.reference}/metrics", timeout=10).text
+    assert 'gedge_api_fast_reads_total{result="answered"}' not in text
