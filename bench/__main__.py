@@ -367,6 +367,17 @@ def web_levers(bench: Bench, seconds: int) -> dict:
             service.stop()
         out(f"   {name}")
         print_api(figures[name])
+    # The channel layer behind the pushes (the web sends them itself here: cancel/retry of a waiting job).
+    out("== Channel layer: WebSocket push, commit -> client, idle (arms interleaved)")
+    tiny = looped_clip(10, 320, 180)
+    for layer in ("core", "pubsub", "core", "pubsub"):
+        service = bench.service(workers=False, web_env={"GEDGE_CHANNEL_LAYER": layer})
+        try:
+            push = summary_ms(socket_idle(service, service.submit(tiny)[0], max(20, seconds * 10)))
+        finally:
+            service.stop()
+        figures.setdefault(f"channel layer {layer}", []).append(push)
+        out(f"   GEDGE_CHANNEL_LAYER={layer:7} {fmt_lat(push)}")
     return figures
 
 

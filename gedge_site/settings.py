@@ -146,9 +146,13 @@ if REDIS_URL:
             "jobs.health.WorkerHealth",
         ],
     }
+    # "pubsub": Redis PUBLISH/SUBSCRIBE, one round trip per group send; "core": lists in Redis, four round trips
+    # per group send and a blocking pop on the receiving side. Pushes are hints either way (jobs/broadcast.py).
+    GEDGE_CHANNEL_LAYER = env_str("GEDGE_CHANNEL_LAYER", "pubsub")
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": {"core": "channels_redis.core.RedisChannelLayer",
+                        "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer"}[GEDGE_CHANNEL_LAYER],
             # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's blocking
             # BZPOPMIN: every idle WebSocket consumer died with TimeoutError after 5 s (channels_redis#422).
             # A longer bound keeps the blocking read alive and still notices a dead Redis.
