@@ -51,14 +51,11 @@ def enabled() -> bool:
     return settings.GEDGE_FAST_READS and connections["default"].vendor == "postgresql"
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 class _Sql:
     """The statements, built once from the models' metadata (custom user model and table names included)."""
 
     def __init__(self) -> None:
+        _q = connections["default"].ops.quote_name
         user = get_user_model()
         fields = Job._meta.concrete_fields
         self.attnames = [f.attname for f in fields]
@@ -115,7 +112,6 @@ class FastJobReads:
 
     def __init__(self, app) -> None:
         self.app = app
-        self._sql: _Sql | None = None
         self._pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> pool
         self._renderer = JSONRenderer()
 
@@ -148,7 +144,7 @@ class FastJobReads:
             request.get_host()  # ALLOWED_HOSTS, as Django checks it
         except DisallowedHost:
             return None
-        sql = self._sql or self._build_sql()
+        sql = self.sql
         if match["id"]:
             if params:
                 return None
@@ -188,9 +184,9 @@ class FastJobReads:
         jobs = [] if empty else [sql.render(owner, tuple(values), tz) for _, _, owner, *values in rows]
         return frame[:-2] + b",".join(jobs) + frame[-2:], "GET, POST, HEAD, OPTIONS"
 
-    def _build_sql(self) -> _Sql:
-        self._sql = _Sql()
-        return self._sql
+    @functools.cached_property
+    def sql(self) -> _Sql:
+        return _Sql()  # on first use: the models' metadata is complete by then
 
     async def _fetch(self, statement: str, params: dict) -> list[tuple]:
         pool = await self._pool()
