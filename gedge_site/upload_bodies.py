@@ -1,10 +1,16 @@
-"""Refuse request bodies over the upload limit while they stream into Daphne.
+"""Request bodies in Daphne: refuse those over the upload limit while they stream in, and parse them once.
 
 Daphne (Twisted) receives a whole request body, spooling it to a temporary file, before the application sees
 the first byte, so Django's upload handler (jobs/uploads.py) can stop parsing but not the transfer: a huge
 upload would fill the disk first. This hooks Twisted's per-request body callbacks in Daphne's request class:
 a declared Content-Length over the limit, or a body that grows past it, gets 413 at once and the connection
 closes. In Kubernetes the ingress enforces the same limit in front (proxy-body-size).
+
+Twisted also parses every multipart or form-encoded POST body into ``request.args`` with the ``email``
+package, on the event loop, before handing the request over. Daphne never reads ``request.args``; Django
+parses the body again in its own thread. For one 1.2 MB video that parse held the loop for 30-100 ms, and
+every API request arriving meanwhile waited (docs/performance.md, "API latency while jobs are processing").
+Daphne's requests are therefore built with Twisted's ``parsePOSTFormSubmission=False``.
 """
 from __future__ import annotations
 
@@ -25,14 +31,18 @@ def _refuse(request, limit: int) -> None:
 
 
 def install(limit: int) -> None:
-    """Patch Daphne's request class once; requests under the limit behave exactly as before."""
+    """Patch Daphne's request class once; a later call only changes the limit."""
     from daphne.http_protocol import WebRequest
 
     if getattr(WebRequest, "_gedge_body_limit", None) is not None:
         WebRequest._gedge_body_limit = limit + FORM_OVERHEAD_BYTES
         return
     WebRequest._gedge_body_limit = limit + FORM_OVERHEAD_BYTES
-    got_length, content_chunk = WebRequest.gotLength, WebRequest.handleContentChunk
+    init, got_length, content_chunk = WebRequest.__init__, WebRequest.gotLength, WebRequest.handleContentChunk
+
+    def __init__(self, *args, **kwargs):  # noqa: N807 - wraps Daphne's
+        kwargs.setdefault("parsePOSTFormSubmission", False)  # Twisted >= 25.5
+        init(self, *args, **kwargs)
 
     def gotLength(self, length):  # noqa: N802 - Twisted's name
         self._gedge_received = 0
@@ -51,5 +61,6 @@ def install(limit: int) -> None:
             return
         content_chunk(self, data)
 
+    WebRequest.__init__ = __init__
     WebRequest.gotLength = gotLength
     WebRequest.handleContentChunk = handleContentChunk

@@ -1,6 +1,8 @@
-"""Uploads over the limit are refused while they stream into Daphne, not after it has spooled them."""
+"""Request bodies in Daphne (gedge_site/upload_bodies.py): uploads over the limit are refused while they stream
+in, not after Daphne has spooled them; and form bodies are parsed once, by Django, not first by Twisted."""
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -67,3 +69,18 @@ def test_uploads_under_the_limit_are_untouched(web, tmp_path):
         response = requests.post(f"http://127.0.0.1:{port}/api/jobs/", files={"video": fh},
                                  headers={"Authorization": f"Token {token}"}, timeout=30)
     assert response.status_code == 201, response.text
+
+
+def test_a_form_body_is_parsed_by_django_alone(web):
+    """Twisted would parse a multipart body on the event loop before Daphne hands it over, and answer a bare
+    400 for one it cannot read. With that parse off the API answers, with its own error."""
+    port, token = web
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /api/jobs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     + f"Authorization: Token {token}\r\n".encode()
+                     + b"Content-Type: multipart/form-data\r\nContent-Length: 5\r\n\r\nhello")
+        response = read_response(sock)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"application/json" in head
+    assert json.loads(body)["error"]["code"] == "parse_error"
