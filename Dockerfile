@@ -18,6 +18,16 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 open('cpu.txt', 'w').write('\n'.join(deps) + '\n'); \
 open('gpu.txt', 'w').write('\n'.join(d for d in deps if not d.startswith('onnxruntime')) + '\nonnxruntime-gpu>=1.20,<2\nonnx>=1.16,<2\n')"
 
+# --- the application's source, the same in both images ---
+FROM scratch AS source
+WORKDIR /app
+COPY manage.py pyproject.toml ./
+COPY gedge_site ./gedge_site
+COPY jobs ./jobs
+COPY stages ./stages
+COPY templates ./templates
+COPY static ./static
+
 # --- CPU ---
 FROM python:3.11-slim-bookworm AS builder-cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -28,13 +38,8 @@ FROM python:3.11-slim-bookworm AS cpu
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GEDGE_VAR_DIR=/app/var
 RUN groupadd --system --gid 10001 gedge && useradd --system --uid 10001 --gid 10001 --no-create-home gedge
 COPY --from=builder-cpu /opt/venv /opt/venv
+COPY --from=source /app /app
 WORKDIR /app
-COPY manage.py pyproject.toml ./
-COPY gedge_site ./gedge_site
-COPY jobs ./jobs
-COPY stages ./stages
-COPY templates ./templates
-COPY static ./static
 USER 10001:10001
 EXPOSE 8000 9191
 CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "gedge_site.asgi:application"]
@@ -54,13 +59,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 gedge && useradd --system --uid 10001 --gid 10001 --no-create-home gedge
 COPY --from=builder-gpu /opt/venv /opt/venv
+COPY --from=source /app /app
 WORKDIR /app
-COPY manage.py pyproject.toml ./
-COPY gedge_site ./gedge_site
-COPY jobs ./jobs
-COPY stages ./stages
-COPY templates ./templates
-COPY static ./static
 USER 10001:10001
 EXPOSE 9191
 CMD ["python", "manage.py", "rundramatiq", "--queues", "inference"]
