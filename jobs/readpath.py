@@ -88,15 +88,29 @@ class _Sql:
             LEFT JOIN {jobs} j ON j.id = %(id)s AND (v.{staff} OR j.{owner} = v.{uid})
             LEFT JOIN {users} o ON o.{uid} = j.{owner}
             WHERE t.{token_key} = %(key)s AND v.{active}""".format(**names)  # noqa: S608 - quoted model names only
-        # One row per job of the page, each with the total before LIMIT; one row of NULLs where there is none.
+        # One row per job of the page, each with the total; one row of NULLs where there is none; no row for an
+        # unknown token. The page's ids come from the (user, id) index for a user and are joined to their rows
+        # after the LIMIT, so the cost follows the page, not the user's whole history of jobs (which the
+        # count still walks, in the index). Staff see every job: the two branches are gated by one-time
+        # filters on the viewer's flag.
         self.page = """
-            SELECT v.{uid}, count(j.id) OVER (), o.{name}, {job_cols}
-            FROM {tokens} t JOIN {users} v ON v.{uid} = t.{token_user}
-            LEFT JOIN {jobs} j ON (v.{staff} OR j.{owner} = v.{uid})
-                AND (%(status)s::text IS NULL OR j.{status} = %(status)s)
+            WITH v AS (
+                SELECT u.{uid}, u.{staff} FROM {tokens} t JOIN {users} u ON u.{uid} = t.{token_user}
+                WHERE t.{token_key} = %(key)s AND u.{active}
+            ), visible AS (
+                SELECT j.id FROM {jobs} j
+                WHERE NOT (SELECT {staff} FROM v) AND j.{owner} = (SELECT {uid} FROM v)
+                    AND (%(status)s::text IS NULL OR j.{status} = %(status)s)
+                UNION ALL
+                SELECT j.id FROM {jobs} j
+                WHERE (SELECT {staff} FROM v) AND (%(status)s::text IS NULL OR j.{status} = %(status)s)
+            ), page AS (
+                SELECT id FROM visible ORDER BY id DESC LIMIT %(limit)s OFFSET %(offset)s
+            )
+            SELECT v.{uid}, (SELECT count(*) FROM visible), o.{name}, {job_cols}
+            FROM v LEFT JOIN page ON true LEFT JOIN {jobs} j ON j.id = page.id
             LEFT JOIN {users} o ON o.{uid} = j.{owner}
-            WHERE t.{token_key} = %(key)s AND v.{active}
-            ORDER BY j.id DESC LIMIT %(limit)s OFFSET %(offset)s""".format(**names)  # noqa: S608 - quoted model names only
+            ORDER BY j.id DESC""".format(**names)  # noqa: S608 - quoted model names only
         self.user_model, self.username_field = user, user.USERNAME_FIELD
 
     def job(self, owner: str, values: tuple) -> Job:
