@@ -109,7 +109,11 @@ def http_load(url: str, token: str | None, seconds: int, connections: int = 32, 
     the mean interval between one connection's requests adds made-up samples. In a closed loop that interval
     is a few milliseconds, and every 20 ms stall becomes a dozen requests nobody sent: for Daphne answering a
     constant, wrk reported p99 107 ms where hey, recording every request as it was, measured 53 ms. With think
-    time the interval is 100-1000 ms, and only stalls over 0.2-2 s would be corrected."""
+    time the interval is 100-1000 ms, and only stalls over 0.2-2 s would be corrected.
+
+    One client runs half as long (at least 2 s): it is there for the cost of one request, not for a tail."""
+    if connections == 1:
+        seconds = max(2, seconds // 2)
     if think_ms is None:
         return hey(url, token, seconds, connections)
     return wrk(url, token, seconds, connections, think_ms)
@@ -152,8 +156,7 @@ def api_latency(base: str, token: str | None, job_id: int, seconds: int, loads: 
     figures: dict = {}
     for endpoint, url in (("detail", f"{base}/api/jobs/{job_id}/"), ("list", f"{base}/api/jobs/")):
         for load, (connections, think) in loads.items():
-            length = seconds if connections > 1 else max(2, seconds // 2)
-            figures[f"{endpoint} | {load}"] = http_load(url, token, length, connections, think)
+            figures[f"{endpoint} | {load}"] = http_load(url, token, seconds, connections, think)
         if lockstep:
             figures[f"{endpoint} | 32 clients in lockstep, 2 req/s each (hey)"] = hey(url, token, seconds, 32, 2.0)
     return figures
@@ -169,8 +172,7 @@ def floor_latency(seconds: int) -> dict:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/")
-        return {f"constant | {load}": http_load(f"http://127.0.0.1:{port}/", None,
-                                                seconds if c > 1 else max(2, seconds // 2), c, think)
+        return {f"constant | {load}": http_load(f"http://127.0.0.1:{port}/", None, seconds, c, think)
                 for load, (c, think) in LOADS.items()}
     finally:
         proc.terminate()

@@ -34,10 +34,10 @@ def install(limit: int) -> None:
     """Patch Daphne's request class once; a later call only changes the limit."""
     from daphne.http_protocol import WebRequest
 
-    if getattr(WebRequest, "_gedge_body_limit", None) is not None:
-        WebRequest._gedge_body_limit = limit + FORM_OVERHEAD_BYTES
-        return
+    installed = getattr(WebRequest, "_gedge_body_limit", None) is not None
     WebRequest._gedge_body_limit = limit + FORM_OVERHEAD_BYTES
+    if installed:
+        return
     init, got_length, content_chunk = WebRequest.__init__, WebRequest.gotLength, WebRequest.handleContentChunk
 
     def __init__(self, *args, **kwargs):  # noqa: N807 - wraps Daphne's

@@ -238,11 +238,13 @@ class FastJobReads:
         if pool is not None:
             await pool.close()
 
-    @staticmethod
-    async def _send(send, body: bytes, allow: str) -> None:
+    @functools.cached_property
+    def _security_headers(self) -> list[tuple[bytes, bytes]]:
+        return _security_headers()  # from settings that do not change while the process runs
+
+    async def _send(self, send, body: bytes, allow: str) -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"vary", b"Accept"), (b"allow", allow.encode())]
-        headers += _security_headers()
+                   (b"vary", b"Accept"), (b"allow", allow.encode()), *self._security_headers]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

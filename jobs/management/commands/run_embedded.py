@@ -9,6 +9,8 @@ import logging
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from .rundramatiq import IDLE_POLL_MS
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,7 +48,7 @@ def start_embedded_worker(threads: int):
     import jobs.actors  # noqa: F401 - declares the queues on the broker
 
     broker = dramatiq.get_broker()
-    worker = Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker = Worker(broker, worker_threads=threads, worker_timeout=IDLE_POLL_MS)
     worker.start()
     return worker
 

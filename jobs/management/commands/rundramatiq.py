@@ -15,12 +15,12 @@ import os
 from django.conf import settings
 from django_dramatiq.management.commands.rundramatiq import Command as DjangoDramatiqCommand
 
-IDLE_POLL_MS = "100"
+IDLE_POLL_MS = 100  # also the embedded worker's (run_embedded.py)
 
 
 class Command(DjangoDramatiqCommand):
     def handle(self, *args, **options):
-        os.environ.setdefault("dramatiq_worker_timeout", IDLE_POLL_MS)  # read by the dramatiq CLI it execs
+        os.environ.setdefault("dramatiq_worker_timeout", str(IDLE_POLL_MS))  # read by the dramatiq CLI it execs
         if settings.GEDGE_WORKER_NICE > 0:
             lower_priority(settings.GEDGE_WORKER_NICE)
         return super().handle(*args, **options)
