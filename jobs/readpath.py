@@ -4,10 +4,11 @@ Clients that follow jobs poll these two URLs. Through Django's handler and DRF e
 hop, ten middleware, content negotiation and three ORM queries: about 6-15 ms of CPU on the 2-core edge box,
 and one Daphne process serves one request at a time for most of that (docs/performance.md, "API latency").
 This ASGI layer answers the common case itself: a token (``Authorization: Token <key>``), JSON wanted, only
-``page``/``status`` in the query. Authentication, visibility and the page come from one SQL statement on an
-asyncio PostgreSQL pool; the job is rendered by the serializer's own fields (``job_representation``) and DRF's
-``JSONRenderer``, with the headers Django would add, so the answer is the same bytes as DRF's
-(tests/test_readpath.py compares the two over the ownership matrix).
+``page``/``status`` in the query. Authentication, visibility and the job or the page's job ids come from one
+SQL statement on an asyncio PostgreSQL pool; a job is rendered by the serializer's own fields
+(``job_representation``) and DRF's ``JSONRenderer`` once per version of its row (a page reads the rows of only
+its new or changed jobs, in a second statement), with the headers Django would add, so the answer is the same
+bytes as DRF's (tests/test_readpath.py compares the two over the ownership matrix).
 
 Everything else goes to Django unchanged: session cookies (the pages), anonymous, unknown or inactive tokens,
 another user's job, a page out of range, an unknown status, a browser asking for HTML, an unexpected
@@ -22,6 +23,7 @@ import json
 import logging
 import re
 import weakref
+from collections import OrderedDict
 from urllib.parse import parse_qsl
 
 from django.conf import settings
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 PATH = re.compile(r"^/api/jobs/(?:(?P<id>[1-9][0-9]{0,17})/)?$")
 JSON_TYPES = {"application/json", "application/*", "*/*"}
 PAGE = re.compile(r"^[1-9][0-9]{0,8}$")
+RENDERED_JOBS = 4096  # jobs whose JSON is kept (a few MB)
 
 
 def enabled() -> bool:
@@ -76,23 +79,24 @@ class _Sql:
             "owner": _q(Job._meta.get_field("user").column), "status": _q(Job._meta.get_field("status").column),
             "token_key": _q(Token._meta.get_field("key").column),
             "token_user": _q(Token._meta.get_field("user").column),
-            # JSON columns as text: every value of a row is then hashable, and the row itself is the key of
-            # the rendering cache below.
+            # JSON columns as text, decoded by ``job`` as Django's JSONField decodes them.
             "job_cols": ", ".join(f"j.{_q(f.column)}" + ("::text" if isinstance(f, JSONField) else "")
                                   for f in fields),
         }
         # One row for a known active token: the job where this viewer may see it, else NULLs.
         self.detail = """
-            SELECT v.{uid}, o.{name}, {job_cols}
+            SELECT v.{uid}, o.{name}, j.xmin::text, {job_cols}
             FROM {tokens} t JOIN {users} v ON v.{uid} = t.{token_user}
             LEFT JOIN {jobs} j ON j.id = %(id)s AND (v.{staff} OR j.{owner} = v.{uid})
             LEFT JOIN {users} o ON o.{uid} = j.{owner}
             WHERE t.{token_key} = %(key)s AND v.{active}""".format(**names)  # noqa: S608 - quoted model names only
-        # One row per job of the page, each with the total; one row of NULLs where there is none; no row for an
-        # unknown token. The page's ids come from the (user, id) index for a user and are joined to their rows
-        # after the LIMIT, so the cost follows the page, not the user's whole history of jobs (which the
-        # count still walks, in the index). Staff see every job: the two branches are gated by one-time
-        # filters on the viewer's flag.
+        # One row per job of the page, each with the total and the job's id, owner and row version (xmin);
+        # one row of NULLs where there is none; no row for an unknown token. The page's ids come from the
+        # (user, id) index for a user and are joined to their rows after the LIMIT, so the cost follows the
+        # page, not the user's whole history of jobs (which the count still walks, in the index). Staff see
+        # every job: the two branches are gated by one-time filters on the viewer's flag. The jobs' columns
+        # are not read here: a page is mostly jobs already rendered (see ``rendered``), and casting and
+        # sending 50 wide rows cost PostgreSQL and this process more than the rest of the request.
         self.page = """
             WITH v AS (
                 SELECT u.{uid}, u.{staff} FROM {tokens} t JOIN {users} u ON u.{uid} = t.{token_user}
@@ -107,11 +111,18 @@ class _Sql:
             ), page AS (
                 SELECT id FROM visible ORDER BY id DESC LIMIT %(limit)s OFFSET %(offset)s
             )
-            SELECT v.{uid}, (SELECT count(*) FROM visible), o.{name}, {job_cols}
+            SELECT v.{uid}, (SELECT count(*) FROM visible), o.{name}, j.id, j.xmin::text
             FROM v LEFT JOIN page ON true LEFT JOIN {jobs} j ON j.id = page.id
             LEFT JOIN {users} o ON o.{uid} = j.{owner}
             ORDER BY j.id DESC""".format(**names)  # noqa: S608 - quoted model names only
+        # The rows of a page's jobs not rendered yet (or changed since).
+        self.rows = """
+            SELECT o.{name}, j.xmin::text, {job_cols}
+            FROM {jobs} j JOIN {users} o ON o.{uid} = j.{owner}
+            WHERE j.id = ANY(%(ids)s)""".format(**names)  # noqa: S608 - quoted model names only
         self.user_model, self.username_field = user, user.USERNAME_FIELD
+        self.id_column = self.attnames.index("id")
+        self._rendered: OrderedDict[tuple[int, str], tuple[str, str, bytes]] = OrderedDict()
 
     def job(self, owner: str, values: tuple) -> Job:
         values = list(values)
@@ -122,11 +133,30 @@ class _Sql:
         Job.user.field.set_cached_value(job, owner_user)  # the serializer's "user" without a query
         return job
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one _Sql per process, kept for its life
-    def render(self, owner: str, values: tuple, tz: str) -> bytes:
-        """The job's JSON, exactly as DRF's JSONRenderer writes it. Keyed by the whole row (and the time zone
-        dates are shown in): an unchanged job is rendered once, a changed row is a new key."""
-        return JSONRenderer().render(job_representation(self.job(owner, values)))
+    def rendered(self, job_id: int, xmin: str, owner: str, tz: str) -> bytes | None:
+        """The job's JSON if this version of its row has been rendered (for this owner name and time zone).
+
+        ``xmin`` is the id of the transaction that wrote this version of the row: every UPDATE writes a new
+        version, so a changed job (whatever column changed, ``version`` and ``updated_at`` included or not)
+        has a new xmin, and readers outside a transaction only ever see its committed, final version. One
+        entry per job and time zone: the newest version seen replaces the older one."""
+        entry = self._rendered.get((job_id, tz))
+        if entry is None or entry[0] != xmin or entry[1] != owner:
+            return None
+        self._rendered.move_to_end((job_id, tz))
+        return entry[2]
+
+    def render(self, owner: str, xmin: str, values: tuple, tz: str) -> bytes:
+        """The job's JSON, exactly as DRF's JSONRenderer writes it, remembered for this version of its row."""
+        job_id = values[self.id_column]
+        body = self.rendered(job_id, xmin, owner, tz)
+        if body is None:
+            body = JSONRenderer().render(job_representation(self.job(owner, values)))
+            self._rendered[(job_id, tz)] = (xmin, owner, body)
+            self._rendered.move_to_end((job_id, tz))
+            if len(self._rendered) > RENDERED_JOBS:
+                self._rendered.popitem(last=False)
+        return body
 
 
 class FastJobReads:
@@ -173,8 +203,8 @@ class FastJobReads:
             rows = await self._fetch(sql.detail, {"key": key, "id": int(match["id"])})
             if len(rows) != 1 or rows[0][2] is None:
                 return None  # unknown token, or not this viewer's job: Django's 401/404
-            _, owner, *values = rows[0]
-            return sql.render(owner, tuple(values), timezone.get_current_timezone_name()), "GET, HEAD, OPTIONS"
+            _, owner, xmin, *values = rows[0]
+            return sql.render(owner, xmin, tuple(values), timezone.get_current_timezone_name()), "GET, HEAD, OPTIONS"
         if set(params) - {"page", "status"}:
             return None
         status = params.get("status")
@@ -202,9 +232,25 @@ class FastJobReads:
         }
         # json.dumps is compositional: the page is its frame with the (cached) jobs spliced into "results".
         frame = self._renderer.render(doc)
-        tz = timezone.get_current_timezone_name()
-        jobs = [] if empty else [sql.render(owner, tuple(values), tz) for _, _, owner, *values in rows]
+        jobs = [] if empty else await self._render_page(rows, timezone.get_current_timezone_name())
+        if jobs is None:
+            return None
         return frame[:-2] + b",".join(jobs) + frame[-2:], "GET, POST, HEAD, OPTIONS"
+
+    async def _render_page(self, rows: list[tuple], tz: str) -> list[bytes] | None:
+        """The page's jobs in order: rendered ones from memory, the rest (new or changed jobs) read in one
+        statement and rendered. None where a job went away in between (Django answers then)."""
+        sql = self.sql
+        jobs = [sql.rendered(job_id, xmin, owner, tz) for _, _, owner, job_id, xmin in rows]
+        missing = [row[3] for row, body in zip(rows, jobs, strict=True) if body is None]
+        if not missing:
+            return jobs
+        fresh = {}
+        for owner, xmin, *values in await self._fetch(sql.rows, {"ids": missing}):
+            fresh[values[sql.id_column]] = sql.render(owner, xmin, tuple(values), tz)
+        if len(fresh) != len(missing):
+            return None
+        return [fresh[row[3]] if body is None else body for row, body in zip(rows, jobs, strict=True)]
 
     @functools.cached_property
     def sql(self) -> _Sql:

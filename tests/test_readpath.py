@@ -140,14 +140,26 @@ def test_same_answers_as_drf_and_only_for_what_it_is_for(owner, other, staff, dj
     assert b"\\u2028" in raw  # escaped, as DRF's renderer does
 
 
-    # A change that leaves version and updated_at as they were (QuerySet.update skips auto_now) is seen at once:
-    # the render cache is keyed by the whole row.
+    # A change that leaves version and updated_at as they were (QuerySet.update skips auto_now) is seen at once,
+    # in the job and in the page (both rendered before): the rendered JSON is kept per version of the row.
     running = f"/api/jobs/{ids['running']}/"
+    page2 = "/api/jobs/?page=2"  # the older jobs: the rich and the running one
     before = servers.both(running, as_owner)[0].content
+    page_before = servers.both(page2, as_owner)[0].content
     Job.objects.filter(pk=ids["running"]).update(inference_done=41)
-    fast, reference, seen = servers.both(running, as_owner)
-    assert seen == "answered" and fast.content == reference.content != before
-    assert b'"inference":41' in fast.content
+    for path in (page2, running, page2):  # the page first, then the job, then the page again
+        fast, reference, seen = servers.both(path, as_owner)
+        assert seen == "answered" and fast.content == reference.content, path
+        assert b'"inference":41' in fast.content and fast.content not in (before, page_before), path
+    Job.objects.filter(pk=ids["rich"]).update(summary={"detections": 1})  # a JSON column, page first
+    fast, reference, seen = servers.both(page2, as_owner)
+    assert seen == "answered" and fast.content == reference.content and b'"summary":{"detections":1}' in fast.content
+    # The owner's name is not in the job's row; a renamed owner is seen at once too.
+    type(owner).objects.filter(pk=owner.pk).update(username="renamed-owner")
+    for path in (page2, running):
+        fast, reference, seen = servers.both(path, as_owner)
+        assert seen == "answered" and fast.content == reference.content, path
+        assert b'"user":"renamed-owner"' in fast.content, path
 
     # The reference server, switched off, never answered anything itself.
     text = servers.http.get(f"http://127.0.0.1:{servers.reference}/metrics", timeout=10).text
