@@ -166,6 +166,7 @@ class FastJobReads:
         self.app = app
         self._pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> pool
         self._renderer = JSONRenderer()
+        self._reading: dict[tuple[int, str], asyncio.Future] = {}  # (job id, xmin) -> its row's read in flight
 
     async def __call__(self, scope, receive, send):
         match = PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
@@ -239,18 +240,43 @@ class FastJobReads:
 
     async def _render_page(self, rows: list[tuple], tz: str) -> list[bytes] | None:
         """The page's jobs in order: rendered ones from memory, the rest (new or changed jobs) read in one
-        statement and rendered. None where a job went away in between (Django answers then)."""
+        statement and rendered. None where a job went away in between (Django answers then).
+
+        Requests that arrive together (a page polled by many clients just after a job changed) share one read
+        of the changed row instead of each reading it."""
         sql = self.sql
         jobs = [sql.rendered(job_id, xmin, owner, tz) for _, _, owner, job_id, xmin in rows]
-        missing = [row[3] for row, body in zip(rows, jobs, strict=True) if body is None]
+        missing = [(row[3], row[4]) for row, body in zip(rows, jobs, strict=True) if body is None]
         if not missing:
             return jobs
+        reads = {key: self._reading.get(key) for key in missing}
+        mine = [key for key, read in reads.items() if read is None]
+        if mine:
+            read = asyncio.ensure_future(self._read_rows([job_id for job_id, _ in mine]))
+            for key in mine:
+                reads[key] = self._reading[key] = read
+            read.add_done_callback(functools.partial(self._read_done, mine))
         fresh = {}
-        for owner, xmin, *values in await self._fetch(sql.rows, {"ids": missing}):
-            fresh[values[sql.id_column]] = sql.render(owner, xmin, tuple(values), tz)
-        if len(fresh) != len(missing):
-            return None
+        for key in missing:
+            # shield: a request that goes away does not cancel the read the others wait for
+            row = (await asyncio.shield(reads[key])).get(key[0])
+            if row is None:
+                return None
+            owner, xmin, values = row  # xmin: this version, or a newer one read since
+            fresh[key[0]] = sql.render(owner, xmin, values, tz)
         return [fresh[row[3]] if body is None else body for row, body in zip(rows, jobs, strict=True)]
+
+    async def _read_rows(self, ids: list[int]) -> dict[int, tuple[str, str, tuple]]:
+        column = self.sql.id_column
+        return {values[column]: (owner, xmin, tuple(values))
+                for owner, xmin, *values in await self._fetch(self.sql.rows, {"ids": ids})}
+
+    def _read_done(self, keys: list[tuple[int, str]], read: asyncio.Future) -> None:
+        if not read.cancelled():
+            read.exception()  # retrieved: each waiter has it raised (and Django answers)
+        for key in keys:
+            if self._reading.get(key) is read:
+                del self._reading[key]
 
     @functools.cached_property
     def sql(self) -> _Sql:

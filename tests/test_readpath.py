@@ -173,27 +173,8 @@ def test_a_fast_read_leaves_no_garbage_for_the_collector(owner):
     import asyncio
     import gc
 
-    from jobs.readpath import FastJobReads
-
     job = Job.objects.create(user=owner, path="uploads/a.mp4", original_name="a.mp4")
-    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Token {token_for(owner)}".encode())]
-
-    async def django(scope, receive, send):
-        raise AssertionError(f"passed to Django: {scope['path']}")
-
-    app = FastJobReads(django)
-
-    async def get(path: str) -> bytes:
-        sent = []
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": headers,
-                 "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000)}
-        await asyncio.create_task(app(scope, None, send))  # a task: a context of its own, as Daphne's
-        assert sent[0]["status"] == 200
-        return sent[1]["body"]
+    app, get = in_process_reads(owner)
 
     async def run() -> list:
         paths = [f"/api/jobs/{job.pk}/", "/api/jobs/"]
@@ -213,3 +194,65 @@ def test_a_fast_read_leaves_no_garbage_for_the_collector(owner):
             await app.close()
 
     assert asyncio.run(run()) == []
+
+
+def in_process_reads(user):
+    """The read path in this process, in front of a Django that must not be reached; ``get`` runs one request
+    in a task of its own (a context of its own, as under Daphne) and returns the body."""
+    import asyncio
+
+    from jobs.readpath import FastJobReads
+
+    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Token {token_for(user)}".encode())]
+
+    async def django(scope, receive, send):
+        raise AssertionError(f"passed to Django: {scope['path']}")
+
+    app = FastJobReads(django)
+
+    async def get(path: str) -> bytes:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": headers,
+                 "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000)}
+        await asyncio.create_task(app(scope, None, send))
+        assert sent[0]["status"] == 200
+        return sent[1]["body"]
+
+    return app, get
+
+
+def test_requests_together_share_one_read_of_a_changed_job(owner):
+    """Clients polling the list together just after a job changed: the changed row is read once for all of
+    them, not once per request, and every one of them sees the change."""
+    import asyncio
+
+    jobs = [Job.objects.create(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4", frame_count=84)
+            for i in range(3)]
+    app, get = in_process_reads(owner)
+    reads = []
+    fetch = app._fetch
+
+    async def counted(statement, params):
+        if statement == app.sql.rows:
+            reads.append(sorted(params["ids"]))
+        return await fetch(statement, params)
+
+    app._fetch = counted
+
+    async def together(n: int) -> list[bytes]:
+        try:
+            return await asyncio.gather(*(get("/api/jobs/") for _ in range(n)))
+        finally:
+            await app.close()
+
+    before = asyncio.run(together(1))[0]
+    assert reads == [sorted(j.pk for j in jobs)]  # the first page: every job read once
+    Job.objects.filter(pk=jobs[1].pk).update(inference_done=7)
+    reads.clear()
+    after = asyncio.run(together(16))
+    assert reads == [[jobs[1].pk]]
+    assert len(set(after)) == 1 and after[0] != before and b'"inference":7' in after[0]
