@@ -8,9 +8,11 @@ django_asgi_app = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 
+from .daphne_reaping import install as install_daphne_reaping  # noqa: E402
 from .upload_bodies import install as install_upload_bodies  # noqa: E402
 
 install_upload_bodies(settings.GEDGE_MAX_UPLOAD_BYTES)
+install_daphne_reaping()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set up first
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
