@@ -48,6 +48,8 @@ PATH = re.compile(r"^/api/jobs/(?:(?P<id>[1-9][0-9]{0,17})/)?$")
 JSON_TYPES = {"application/json", "application/*", "*/*"}
 PAGE = re.compile(r"^[1-9][0-9]{0,8}$")
 RENDERED_JOBS = 4096  # jobs whose JSON is kept (a few MB)
+HOSTS_KEPT = 64
+_ANSWERED, _PASSED = FAST_READS.labels("answered"), FAST_READS.labels("passed")
 
 
 def enabled() -> bool:
@@ -167,6 +169,7 @@ class FastJobReads:
         self._pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> pool
         self._renderer = JSONRenderer()
         self._reading: dict[tuple[int, str], asyncio.Future] = {}  # (job id, xmin) -> its row's read in flight
+        self._hosts: dict[tuple, bool] = {}  # (Host, X-Forwarded-Host, server) -> allowed
 
     async def __call__(self, scope, receive, send):
         match = PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
@@ -176,10 +179,25 @@ class FastJobReads:
             except Exception:  # noqa: BLE001 - any trouble here: Django answers instead, with its own errors
                 logger.debug("fast read passed to Django", exc_info=True)
                 answer = None
-            FAST_READS.labels("passed" if answer is None else "answered").inc()
+            (_PASSED if answer is None else _ANSWERED).inc()
             if answer is not None:
                 return await self._send(send, *answer)
         return await self.app(scope, receive, send)
+
+    def _host_allowed(self, scope, headers: dict[bytes, bytes]) -> bool:
+        """ALLOWED_HOSTS, as Django's ``request.get_host()`` checks it, remembered per Host (a few distinct
+        values in practice; past HOSTS_KEPT of them, checked each time)."""
+        key = (headers.get(b"host"), headers.get(b"x-forwarded-host"), tuple(scope.get("server") or ()))
+        allowed = self._hosts.get(key)
+        if allowed is None:
+            try:
+                ASGIRequest(scope, io.BytesIO()).get_host()
+                allowed = True
+            except DisallowedHost:
+                allowed = False
+            if len(self._hosts) < HOSTS_KEPT:
+                self._hosts[key] = allowed
+        return allowed
 
     async def _answer(self, scope, match: re.Match) -> tuple[bytes, str] | None:
         headers = {}
@@ -192,10 +210,7 @@ class FastJobReads:
         params = dict(query)
         if len(params) != len(query):
             return None
-        request = ASGIRequest(scope, io.BytesIO())
-        try:
-            request.get_host()  # ALLOWED_HOSTS, as Django checks it
-        except DisallowedHost:
+        if not self._host_allowed(scope, headers):
             return None
         sql = self.sql
         if match["id"]:
@@ -205,7 +220,7 @@ class FastJobReads:
             if len(rows) != 1 or rows[0][2] is None:
                 return None  # unknown token, or not this viewer's job: Django's 401/404
             _, owner, xmin, *values = rows[0]
-            return sql.render(owner, xmin, tuple(values), timezone.get_current_timezone_name()), "GET, HEAD, OPTIONS"
+            return sql.render(owner, xmin, tuple(values), _time_zone()), "GET, HEAD, OPTIONS"
         if set(params) - {"page", "status"}:
             return None
         status = params.get("status")
@@ -222,7 +237,7 @@ class FastJobReads:
         if empty and number > 1:
             return None  # past the last page: Django's 404
         count = 0 if empty else rows[0][1]
-        url = request.build_absolute_uri()
+        url = ASGIRequest(scope, io.BytesIO()).build_absolute_uri()
         pages = max(1, -(-count // size))
         doc = {
             "count": count,
@@ -233,7 +248,7 @@ class FastJobReads:
         }
         # json.dumps is compositional: the page is its frame with the (cached) jobs spliced into "results".
         frame = self._renderer.render(doc)
-        jobs = [] if empty else await self._render_page(rows, timezone.get_current_timezone_name())
+        jobs = [] if empty else await self._render_page(rows, _time_zone())
         if jobs is None:
             return None
         return frame[:-2] + b",".join(jobs) + frame[-2:], "GET, POST, HEAD, OPTIONS"
@@ -319,6 +334,12 @@ class FastJobReads:
                    (b"vary", b"Accept"), (b"allow", allow.encode()), *self._security_headers]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _time_zone() -> str:
+    """The time zone dates are shown in. The read path runs before Django's middleware, where nothing has
+    activated another zone: Django's current zone there is the default one (settings.TIME_ZONE)."""
+    return timezone.get_default_timezone_name()
 
 
 def _token(value: bytes | None) -> str | None:
