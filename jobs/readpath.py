@@ -49,6 +49,7 @@ JSON_TYPES = {"application/json", "application/*", "*/*"}
 PAGE = re.compile(r"^[1-9][0-9]{0,8}$")
 RENDERED_JOBS = 4096  # jobs whose JSON is kept (a few MB)
 HOSTS_KEPT = 64
+HOST_HEADERS = (b"host", b"x-forwarded-host")
 _ANSWERED, _PASSED = FAST_READS.labels("answered"), FAST_READS.labels("passed")
 
 
@@ -169,7 +170,7 @@ class FastJobReads:
         self._pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> pool
         self._renderer = JSONRenderer()
         self._reading: dict[tuple[int, str], asyncio.Future] = {}  # (job id, xmin) -> its row's read in flight
-        self._hosts: dict[tuple, bool] = {}  # (Host, X-Forwarded-Host, server) -> allowed
+        self._hosts: dict[tuple, bool] = {}  # (Host and X-Forwarded-Host headers, server) -> allowed
 
     async def __call__(self, scope, receive, send):
         match = PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
@@ -184,10 +185,11 @@ class FastJobReads:
                 return await self._send(send, *answer)
         return await self.app(scope, receive, send)
 
-    def _host_allowed(self, scope, headers: dict[bytes, bytes]) -> bool:
+    def _host_allowed(self, scope, hosts: tuple) -> bool:
         """ALLOWED_HOSTS, as Django's ``request.get_host()`` checks it, remembered per Host (a few distinct
-        values in practice; past HOSTS_KEPT of them, checked each time)."""
-        key = (headers.get(b"host"), headers.get(b"x-forwarded-host"), tuple(scope.get("server") or ()))
+        values in practice; past HOSTS_KEPT of them, checked each time). ``hosts``: every Host and
+        X-Forwarded-Host header as sent (Django joins repeated ones, which no allowed host matches)."""
+        key = (hosts, tuple(scope.get("server") or ()))
         allowed = self._hosts.get(key)
         if allowed is None:
             try:
@@ -200,9 +202,12 @@ class FastJobReads:
         return allowed
 
     async def _answer(self, scope, match: re.Match) -> tuple[bytes, str] | None:
-        headers = {}
+        headers, hosts = {}, []
         for key, value in scope["headers"]:
-            headers.setdefault(key.lower(), value)
+            key = key.lower()
+            headers.setdefault(key, value)
+            if key in HOST_HEADERS:
+                hosts.append((key, value))
         key = _token(headers.get(b"authorization"))
         if key is None or not _wants_json(headers.get(b"accept")):
             return None
@@ -210,7 +215,7 @@ class FastJobReads:
         params = dict(query)
         if len(params) != len(query):
             return None
-        if not self._host_allowed(scope, headers):
+        if not self._host_allowed(scope, tuple(hosts)):
             return None
         sql = self.sql
         if match["id"]:

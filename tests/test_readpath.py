@@ -260,3 +260,43 @@ def test_requests_together_share_one_read_of_a_changed_job(owner):
     after = asyncio.run(together(16))
     assert reads == [[jobs[1].pk]]
     assert len(set(after)) == 1 and after[0] != before and b'"inference":7' in after[0]
+
+
+def test_repeated_host_headers_are_left_to_django(owner):
+    """Django joins a repeated Host header ("localhost,evil.example"), which no allowed host matches: 400. The
+    read path, which remembers its host checks, must not take the first Host alone."""
+    import asyncio
+
+    from jobs.readpath import FastJobReads
+
+    job = Job.objects.create(user=owner, path="uploads/a.mp4", original_name="a.mp4")
+    auth = (b"authorization", f"Token {token_for(owner)}".encode())
+    passed = []
+
+    async def django(scope, receive, send):
+        passed.append(scope["headers"])
+
+    app = FastJobReads(django)
+
+    async def get(*hosts: bytes) -> bool:
+        """Whether the read path answered (rather than passing the request to Django)."""
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": f"/api/jobs/{job.pk}/", "query_string": b"",
+                 "headers": [*((b"host", h) for h in hosts), auth], "scheme": "http",
+                 "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000)}
+        await asyncio.create_task(app(scope, None, send))
+        return bool(sent)
+
+    async def run() -> list[bool]:
+        try:
+            return [await get(b"localhost"), await get(b"localhost", b"evil.example"), await get(b"localhost"),
+                    await get(b"evil.example")]
+        finally:
+            await app.close()
+
+    assert asyncio.run(run()) == [True, False, True, False]
+    assert len(passed) == 2
