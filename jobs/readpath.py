@@ -142,7 +142,9 @@ class _Sql:
         ``xmin`` is the id of the transaction that wrote this version of the row: every UPDATE writes a new
         version, so a changed job (whatever column changed, ``version`` and ``updated_at`` included or not)
         has a new xmin, and readers outside a transaction only ever see its committed, final version. One
-        entry per job and time zone: the newest version seen replaces the older one."""
+        entry per job and time zone: the newest version seen replaces the older one. (xmin is 32 bits: a
+        stale entry could be taken for a new version only if it outlived 2**32 transactions and the job's
+        next change landed on the same number; a restart of the web process clears the entries.)"""
         entry = self._rendered.get((job_id, tz))
         if entry is None or entry[0] != xmin or entry[1] != owner:
             return None
