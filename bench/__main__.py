@@ -147,10 +147,15 @@ def hey(url: str, token: str | None, seconds: int, clients: int, rate: float | N
     return figures
 
 
+def load_tools() -> bool:
+    """Whether wrk and hey, the load tools, are installed."""
+    return shutil.which("wrk") is not None and shutil.which("hey") is not None
+
+
 def api_latency(base: str, token: str | None, job_id: int, seconds: int, loads: dict = LOADS,
                 lockstep: bool = True) -> dict:
     """GET /api/jobs/{id}/ and GET /api/jobs/ under each load, and hey's lockstep burst."""
-    if shutil.which("wrk") is None or shutil.which("hey") is None:
+    if not load_tools():
         out("   wrk or hey is not installed (apt-get install wrk hey): API latency skipped")
         return {}
     figures: dict = {}
@@ -164,7 +169,7 @@ def api_latency(base: str, token: str | None, job_id: int, seconds: int, loads: 
 
 def floor_latency(seconds: int) -> dict:
     """The same loads on Daphne answering a constant (bench/floor.py): what Daphne alone costs here."""
-    if shutil.which("wrk") is None or shutil.which("hey") is None:
+    if not load_tools():
         return {}
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
@@ -227,7 +232,7 @@ WARM_PUSHES = 10
 def socket_idle(service: Service, job_id: int, cycles: int) -> tuple[list[float], list[float]]:
     """Cancel/retry one job with no worker running: each call commits one transition and pushes it.
 
-    (the first WARM_PUSHES delays, the rest). The first pushes after a fresh web process's first
+    Returns (the first WARM_PUSHES delays, the rest). The first pushes after a fresh web process's first
     subscription wait for channels_redis's pub/sub receiver, which starts by polling every 100 ms until the
     subscription is confirmed: a once-per-process cost, reported apart from the steady state."""
     seen = len(service.socket.pushes)

@@ -178,7 +178,7 @@ def test_a_fast_read_leaves_no_garbage_for_the_collector(owner):
     import gc
 
     job = Job.objects.create(user=owner, path="uploads/a.mp4", original_name="a.mp4")
-    app, get = in_process_reads(owner)
+    app, get, _ = in_process_reads(owner)
 
     async def run() -> list:
         paths = [f"/api/jobs/{job.pk}/", "/api/jobs/"]
@@ -201,32 +201,40 @@ def test_a_fast_read_leaves_no_garbage_for_the_collector(owner):
 
 
 def in_process_reads(user):
-    """The read path in this process, in front of a Django that must not be reached; ``get`` runs one request
-    in a task of its own (a context of its own, as under Daphne) and returns the body."""
+    """The read path in this process, in front of a Django stub that records the paths passed to it.
+
+    ``get`` runs one request in a task of its own (a context of its own, as under Daphne) with the given Host
+    headers and returns the body; a request passed to Django fails the test unless ``must_answer=False``, when
+    it returns None."""
     import asyncio
 
     from jobs.readpath import FastJobReads
 
-    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Token {token_for(user)}".encode())]
+    auth = (b"authorization", f"Token {token_for(user)}".encode())
+    passed = []
 
     async def django(scope, receive, send):
-        raise AssertionError(f"passed to Django: {scope['path']}")
+        passed.append(scope["path"])
 
     app = FastJobReads(django)
 
-    async def get(path: str) -> bytes:
+    async def get(path: str, hosts: tuple[bytes, ...] = (b"127.0.0.1",), must_answer: bool = True) -> bytes | None:
         sent = []
 
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": headers,
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": b"",
+                 "headers": [*((b"host", host) for host in hosts), auth],
                  "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000)}
         await asyncio.create_task(app(scope, None, send))
+        if not sent:
+            assert not must_answer, f"passed to Django: {path}"
+            return None
         assert sent[0]["status"] == 200
         return sent[1]["body"]
 
-    return app, get
+    return app, get, passed
 
 
 def test_requests_together_share_one_read_of_a_changed_job(owner):
@@ -236,7 +244,7 @@ def test_requests_together_share_one_read_of_a_changed_job(owner):
 
     jobs = [Job.objects.create(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4", frame_count=84)
             for i in range(3)]
-    app, get = in_process_reads(owner)
+    app, get, _ = in_process_reads(owner)
     reads = []
     fetch = app._fetch
 
@@ -267,34 +275,16 @@ def test_repeated_host_headers_are_left_to_django(owner):
     read path, which remembers its host checks, must not take the first Host alone."""
     import asyncio
 
-    from jobs.readpath import FastJobReads
-
     job = Job.objects.create(user=owner, path="uploads/a.mp4", original_name="a.mp4")
-    auth = (b"authorization", f"Token {token_for(owner)}".encode())
-    passed = []
-
-    async def django(scope, receive, send):
-        passed.append(scope["headers"])
-
-    app = FastJobReads(django)
-
-    async def get(*hosts: bytes) -> bool:
-        """Whether the read path answered (rather than passing the request to Django)."""
-        sent = []
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {"type": "http", "method": "GET", "path": f"/api/jobs/{job.pk}/", "query_string": b"",
-                 "headers": [*((b"host", h) for h in hosts), auth], "scheme": "http",
-                 "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000)}
-        await asyncio.create_task(app(scope, None, send))
-        return bool(sent)
+    app, get, passed = in_process_reads(owner)
+    path = f"/api/jobs/{job.pk}/"
 
     async def run() -> list[bool]:
+        """Whether the read path answered each (rather than passing it to Django)."""
         try:
-            return [await get(b"localhost"), await get(b"localhost", b"evil.example"), await get(b"localhost"),
-                    await get(b"evil.example")]
+            return [await get(path, hosts, must_answer=False) is not None
+                    for hosts in ((b"localhost",), (b"localhost", b"evil.example"), (b"localhost",),
+                                  (b"evil.example",))]
         finally:
             await app.close()
 
