@@ -86,13 +86,17 @@ class _Sql:
             "job_cols": ", ".join(f"j.{_q(f.column)}" + ("::text" if isinstance(f, JSONField) else "")
                                   for f in fields),
         }
-        # One row for a known active token: the job where this viewer may see it, else NULLs.
+        # One row per (token, job id) asked for with a known active token: the job's owner and row version
+        # (xmin) where this viewer may see it, else NULLs. The pairs come as two arrays: the requests waiting
+        # together share the statement. As for a page, the job's columns are read only for a version of its
+        # row not rendered yet (``rows``).
         self.detail = """
-            SELECT v.{uid}, o.{name}, j.xmin::text, {job_cols}
-            FROM {tokens} t JOIN {users} v ON v.{uid} = t.{token_user}
-            LEFT JOIN {jobs} j ON j.id = %(id)s AND (v.{staff} OR j.{owner} = v.{uid})
+            SELECT r.key, r.id, v.{uid}, o.{name}, j.id, j.xmin::text
+            FROM unnest(%(keys)s::text[], %(ids)s::bigint[]) AS r(key, id)
+            JOIN {tokens} t ON t.{token_key} = r.key JOIN {users} v ON v.{uid} = t.{token_user}
+            LEFT JOIN {jobs} j ON j.id = r.id AND (v.{staff} OR j.{owner} = v.{uid})
             LEFT JOIN {users} o ON o.{uid} = j.{owner}
-            WHERE t.{token_key} = %(key)s AND v.{active}""".format(**names)  # noqa: S608 - quoted model names only
+            WHERE v.{active}""".format(**names)  # noqa: S608 - quoted model names only
         # One row per job of the page, each with the total and the job's id, owner and row version (xmin);
         # one row of NULLs where there is none; no row for an unknown token. The page's ids come from the
         # (user, id) index for a user and are joined to their rows after the LIMIT, so the cost follows the
@@ -164,6 +168,68 @@ class _Sql:
         return body
 
 
+class _Page:
+    """A page statement's rows, and the bodies built from them for the requests that shared it."""
+
+    __slots__ = ("rows", "bodies")
+
+    def __init__(self, rows: list[tuple]) -> None:
+        self.rows, self.bodies = rows, {}
+
+
+class _Shared:
+    """Reads that the requests waiting together share: one statement answers all of them.
+
+    A request joins the next statement to be sent, never one already sent: the batch closes when its
+    statement gets a connection and goes out, so whatever was committed before a request arrived is in its
+    answer, exactly as if it had read alone. Requests that come in while a statement is on its way wait for the
+    next one. Under load, the requests that Daphne hands over in one turn of the event loop share one statement
+    instead of taking a pool connection and a round trip to PostgreSQL each.
+
+    ``send(conn, keys)`` runs the statement for a batch's distinct keys on a pool connection and returns
+    {key: value}; a key it leaves out reads as None. An error reaches every request of the batch."""
+
+    def __init__(self, reads: FastJobReads, send) -> None:
+        self._reads, self._send = reads, send
+        self._next: tuple[dict, asyncio.Future] | None = None  # (keys, their answer) not sent yet
+        self._sending: set[asyncio.Task] = set()
+
+    def join(self, keys) -> asyncio.Future:
+        """Put ``keys`` in the next statement; the future is its answer, {key: value}."""
+        if self._next is None:
+            self._next = ({}, asyncio.get_running_loop().create_future())
+            task = asyncio.ensure_future(self._run(self._next))
+            self._sending.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._sending.discard)
+        batch, answer = self._next
+        for key in keys:
+            batch[key] = None
+        return answer
+
+    async def read(self, key):
+        # shield: a request that goes away does not cancel the statement the others wait for
+        return (await asyncio.shield(self.join((key,)))).get(key)
+
+    async def _run(self, batch: tuple[dict, asyncio.Future]) -> None:
+        keys, answer = batch
+        try:
+            pool = await self._reads._pool()
+            async with pool.connection(timeout=settings.GEDGE_FAST_READS_WAIT_S) as conn:
+                if self._next is batch:
+                    self._next = None  # sent: from here on, requests wait for the next statement
+                result = await self._send(conn, list(keys))
+        except asyncio.CancelledError:  # the loop is shutting down
+            answer.cancel()
+            raise
+        except Exception as error:  # noqa: BLE001 - every waiting request has it raised (Django answers)
+            if self._next is batch:
+                self._next = None
+            answer.set_exception(error)
+            answer.exception()  # retrieved here too: no "never retrieved" log when every waiter went away
+        else:
+            answer.set_result(result)
+
+
 class FastJobReads:
     """ASGI middleware in front of Django's handler (gedge_site/asgi.py)."""
 
@@ -171,7 +237,11 @@ class FastJobReads:
         self.app = app
         self._pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> pool
         self._renderer = JSONRenderer()
-        self._reading: dict[tuple[int, str], asyncio.Future] = {}  # (job id, xmin) -> its row's read in flight
+        # The reads that requests waiting together share (``_Shared``): a job for (token, id); a page for
+        # (token, status, limit, offset); the rows of jobs not rendered yet, by id.
+        self._details = _Shared(self, self._send_details)
+        self._pages = _Shared(self, self._send_pages)
+        self._rows = _Shared(self, self._send_rows)
         self._hosts: dict[tuple, bool] = {}  # (Host and X-Forwarded-Host headers, server) -> allowed
 
     async def __call__(self, scope, receive, send):
@@ -219,15 +289,15 @@ class FastJobReads:
             return None
         if not self._host_allowed(scope, tuple(hosts)):
             return None
-        sql = self.sql
         if match["id"]:
             if params:
                 return None
-            rows = await self._fetch(sql.detail, {"key": key, "id": int(match["id"])})
-            if len(rows) != 1 or rows[0][2] is None:
+            row = await self._details.read((key, int(match["id"])))
+            if row is None or row[2] is None:
                 return None  # unknown token, or not this viewer's job: Django's 401/404
-            _, owner, xmin, *values = rows[0]
-            return sql.render(owner, xmin, tuple(values), _time_zone()), "GET, HEAD, OPTIONS"
+            uid, owner, job_id, xmin = row
+            jobs = await self._render_jobs([(uid, None, owner, job_id, xmin)], _time_zone())
+            return None if jobs is None else (jobs[0], "GET, HEAD, OPTIONS")
         if set(params) - {"page", "status"}:
             return None
         status = params.get("status")
@@ -236,13 +306,29 @@ class FastJobReads:
             return None
         size = api_settings.PAGE_SIZE
         number = int(page)
-        rows = await self._fetch(sql.page, {"key": key, "status": status, "limit": size,
-                                            "offset": (number - 1) * size})
-        if not rows:
+        read = await self._pages.read((key, status, size, (number - 1) * size))
+        if read is None:
             return None  # unknown token
+        rows = read.rows
         empty = rows[0][2] is None
         if empty and number > 1:
             return None  # past the last page: Django's 404
+        # The requests that shared this page's statement and came the same way (the same URL, headers and
+        # time zone) get the same bytes: built once.
+        tz = _time_zone()
+        same = (scope.get("scheme"), scope.get("root_path"), scope["path"], scope.get("query_string"),
+                tuple(scope["headers"]), tz)
+        body = read.bodies.get(same)
+        if body is None:
+            body = await self._page_body(scope, rows, number, size, empty, tz)
+            if body is None:
+                return None
+            if len(read.bodies) < HOSTS_KEPT:
+                read.bodies[same] = body
+        return body, "GET, POST, HEAD, OPTIONS"
+
+    async def _page_body(self, scope, rows: list[tuple], number: int, size: int, empty: bool,
+                         tz: str) -> bytes | None:
         count = 0 if empty else rows[0][1]
         url = ASGIRequest(scope, io.BytesIO()).build_absolute_uri()
         pages = max(1, -(-count // size))
@@ -255,60 +341,53 @@ class FastJobReads:
         }
         # json.dumps is compositional: the page is its frame with the (cached) jobs spliced into "results".
         frame = self._renderer.render(doc)
-        jobs = [] if empty else await self._render_page(rows, _time_zone())
+        jobs = [] if empty else await self._render_jobs(rows, tz)
         if jobs is None:
             return None
-        return frame[:-2] + b",".join(jobs) + frame[-2:], "GET, POST, HEAD, OPTIONS"
+        return frame[:-2] + b",".join(jobs) + frame[-2:]
 
-    async def _render_page(self, rows: list[tuple], tz: str) -> list[bytes] | None:
-        """The page's jobs in order: rendered ones from memory, the rest (new or changed jobs) read in one
-        statement and rendered. None where a job went away in between (Django answers then).
-
-        Requests that arrive together (a page polled by many clients just after a job changed) share one read
-        of the changed row instead of each reading it."""
+    async def _render_jobs(self, rows: list[tuple], tz: str) -> list[bytes] | None:
+        """The JSON of the jobs in ``rows`` (a page's: viewer, count, owner, job id, xmin), in order: rendered
+        ones from memory, the rest (new or changed jobs) read in one statement (shared with the requests
+        waiting together) and rendered. None where a job went away in between (Django answers then)."""
         sql = self.sql
         jobs = [sql.rendered(job_id, xmin, owner, tz) for _, _, owner, job_id, xmin in rows]
-        missing = [(row[3], row[4]) for row, body in zip(rows, jobs, strict=True) if body is None]
+        missing = [row[3] for row, body in zip(rows, jobs, strict=True) if body is None]
         if not missing:
             return jobs
-        reads = {key: self._reading.get(key) for key in missing}
-        mine = [key for key, read in reads.items() if read is None]
-        if mine:
-            read = asyncio.ensure_future(self._read_rows([job_id for job_id, _ in mine]))
-            for key in mine:
-                reads[key] = self._reading[key] = read
-            read.add_done_callback(functools.partial(self._read_done, mine))
+        # shield: a request that goes away does not cancel the statement the others wait for
+        read = await asyncio.shield(self._rows.join(missing))
         fresh = {}
-        for key in missing:
-            # shield: a request that goes away does not cancel the read the others wait for
-            row = (await asyncio.shield(reads[key])).get(key[0])
+        for job_id in missing:
+            row = read.get(job_id)
             if row is None:
                 return None
-            owner, xmin, values = row  # xmin: this version, or a newer one read since
-            fresh[key[0]] = sql.render(owner, xmin, values, tz)
+            owner, xmin, values = row  # xmin: the version on the page, or a newer one committed since
+            fresh[job_id] = sql.render(owner, xmin, values, tz)
         return [fresh[row[3]] if body is None else body for row, body in zip(rows, jobs, strict=True)]
 
-    async def _read_rows(self, ids: list[int]) -> dict[int, tuple[str, str, tuple]]:
-        column = self.sql.id_column
-        return {values[column]: (owner, xmin, tuple(values))
-                for owner, xmin, *values in await self._fetch(self.sql.rows, {"ids": ids})}
+    async def _send_details(self, conn, keys: list[tuple[str, int]]) -> dict:
+        cursor = await conn.execute(self.sql.detail, {"keys": [k for k, _ in keys], "ids": [i for _, i in keys]})
+        return {(key, job_id): row for key, job_id, *row in await cursor.fetchall()}
 
-    def _read_done(self, keys: list[tuple[int, str]], read: asyncio.Future) -> None:
-        if not read.cancelled():
-            read.exception()  # retrieved: each waiter has it raised (and Django answers)
-        for key in keys:
-            if self._reading.get(key) is read:
-                del self._reading[key]
+    async def _send_pages(self, conn, keys: list[tuple]) -> dict:
+        pages = {}
+        for key in keys:  # one statement per distinct page (mostly one: many clients polling the same list)
+            token, status, limit, offset = key
+            cursor = await conn.execute(self.sql.page, {"key": token, "status": status, "limit": limit,
+                                                        "offset": offset})
+            rows = await cursor.fetchall()
+            pages[key] = _Page(rows) if rows else None  # no row: an unknown token
+        return pages
+
+    async def _send_rows(self, conn, ids: list[int]) -> dict:
+        column = self.sql.id_column
+        cursor = await conn.execute(self.sql.rows, {"ids": ids})
+        return {values[column]: (owner, xmin, tuple(values)) for owner, xmin, *values in await cursor.fetchall()}
 
     @functools.cached_property
     def sql(self) -> _Sql:
         return _Sql()  # on first use: the models' metadata is complete by then
-
-    async def _fetch(self, statement: str, params: dict) -> list[tuple]:
-        pool = await self._pool()
-        async with pool.connection(timeout=settings.GEDGE_FAST_READS_WAIT_S) as conn:
-            cursor = await conn.execute(statement, params)
-            return await cursor.fetchall()
 
     async def _pool(self):
         loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 import requests
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -246,14 +247,13 @@ def test_requests_together_share_one_read_of_a_changed_job(owner):
             for i in range(3)]
     app, get, _ = in_process_reads(owner)
     reads = []
-    fetch = app._fetch
+    send = app._rows._send
 
-    async def counted(statement, params):
-        if statement == app.sql.rows:
-            reads.append(sorted(params["ids"]))
-        return await fetch(statement, params)
+    async def counted(conn, ids):
+        reads.append(sorted(ids))
+        return await send(conn, ids)
 
-    app._fetch = counted
+    app._rows._send = counted
 
     async def together(n: int) -> list[bytes]:
         try:
@@ -290,3 +290,88 @@ def test_repeated_host_headers_are_left_to_django(owner):
 
     assert asyncio.run(run()) == [True, False, True, False]
     assert len(passed) == 2
+
+
+def test_requests_waiting_together_share_one_statement(owner, other):
+    """Many clients polling at once: the requests that arrive together are answered by one statement (for
+    every job and viewer among them), each with its own answer."""
+    import asyncio
+
+    mine = [Job.objects.create(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4", inference_done=i)
+            for i in range(2)]
+    theirs = Job.objects.create(user=other, path="uploads/t.mp4", original_name="t.mp4")
+    app, get, passed = in_process_reads(owner)
+    statements = []
+    send = app._details._send
+
+    async def counted(conn, keys):
+        statements.append(sorted(job_id for _, job_id in keys))
+        return await send(conn, keys)
+
+    app._details._send = counted
+    paths = [f"/api/jobs/{job.pk}/" for job in (*mine, theirs)] * 8
+
+    async def together() -> list[bytes | None]:
+        try:
+            return await asyncio.gather(*(get(path, must_answer=False) for path in paths))
+        finally:
+            await app.close()
+
+    answers = asyncio.run(together())
+    assert statements == [sorted(job.pk for job in (*mine, theirs))]
+    for path, answer in zip(paths, answers, strict=True):
+        if path.endswith(f"/{theirs.pk}/"):
+            assert answer is None  # another user's job: Django's 404
+        else:
+            job = json.loads(answer)
+            assert path.endswith(f"/{job['id']}/") and job["stage_progress"]["inference"] == mine.index(
+                next(j for j in mine if j.pk == job["id"]))
+    assert passed == [f"/api/jobs/{theirs.pk}/"] * 8
+
+
+def test_a_request_never_shares_a_statement_sent_before_it_arrived(owner):
+    """A request that arrives while a statement is on its way waits for the next one: a change committed before
+    it arrived is in its answer, as if it had read alone."""
+    import asyncio
+
+    job = Job.objects.create(user=owner, path="uploads/a.mp4", original_name="a.mp4", frame_count=84)
+    app, get, _ = in_process_reads(owner)
+    path = f"/api/jobs/{job.pk}/"
+    statements = 0
+    send = app._details._send
+
+    def change() -> None:  # committed from another thread, as another process would
+        try:
+            Job.objects.filter(pk=job.pk).update(inference_done=9)
+        finally:
+            connection.close()
+
+    async def run() -> tuple[dict, dict]:
+        nonlocal statements
+        read = asyncio.Event()
+        release = asyncio.Event()
+
+        async def held(conn, keys):  # the first statement has read the row's version; its answer is held
+            nonlocal statements
+            statements += 1
+            rows = await send(conn, keys)
+            if statements == 1:
+                read.set()
+                await release.wait()
+            return rows
+
+        app._details._send = held
+        try:
+            first = asyncio.ensure_future(get(path))
+            await read.wait()
+            await asyncio.to_thread(change)
+            second = json.loads(await asyncio.wait_for(get(path), 10))  # not held back with the first
+            release.set()
+            return json.loads(await first), second
+        finally:
+            await app.close()
+
+    first, second = asyncio.run(run())
+    assert statements == 2
+    assert second["stage_progress"]["inference"] == 9
+    assert first["id"] == job.pk  # the version it read, or a newer one read since
