@@ -147,6 +147,23 @@ def hey(url: str, token: str | None, seconds: int, clients: int, rate: float | N
     return figures
 
 
+def hey_each(urls: list[str], token: str | None, seconds: int) -> dict:
+    """One hey client per URL, all at once, each in a closed loop (one hey process each): clients that each
+    poll a job of their own, so the requests that arrive together ask for different rows."""
+    auth = ["-H", f"Authorization: Token {token}"] if token else []
+    procs = [subprocess.Popen(["hey", "-z", f"{seconds}s", "-c", "1", "-t", "10", "-o", "csv", *auth, url],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for url in urls]
+    rows = []
+    for proc in procs:
+        stdout, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"hey exited with {proc.returncode}")
+        rows += list(csv.DictReader(io.StringIO(stdout)))
+    figures = summary_ms([float(r["response-time"]) for r in rows])
+    figures.update(rps=round(len(rows) / seconds, 1), errors=sum(r["status-code"] != "200" for r in rows))
+    return figures
+
+
 def load_tools() -> bool:
     """Whether wrk and hey, the load tools, are installed."""
     return shutil.which("wrk") is not None and shutil.which("hey") is not None
@@ -167,6 +184,23 @@ def api_latency(base: str, token: str | None, job_id: int, seconds: int, loads: 
     return figures
 
 
+def jobs_each(service: Service, job_id: int, seconds: int, clients: int = 32) -> dict:
+    """GET /api/jobs/{id}/ by 32 closed-loop clients, each on a job of its own: copies of a finished job's row,
+    made for this load and deleted after it (the list's loads above see the jobs as they were)."""
+    from jobs.models import Job
+
+    if not load_tools():
+        return {}
+    job = Job.objects.get(pk=job_id)
+    copies = Job.objects.bulk_create([Job(**{f.attname: getattr(job, f.attname) for f in Job._meta.concrete_fields
+                                             if f.attname != "id"}) for _ in range(clients)])
+    try:
+        urls = [f"{service.base}/api/jobs/{copy.pk}/" for copy in copies]
+        return {f"detail | {clients} clients, closed loop, a job each": hey_each(urls, service.token, seconds)}
+    finally:
+        Job.objects.filter(pk__in=[copy.pk for copy in copies]).delete()
+
+
 def floor_latency(seconds: int) -> dict:
     """The same loads on Daphne answering a constant (bench/floor.py): what Daphne alone costs here."""
     if not load_tools():
@@ -177,8 +211,10 @@ def floor_latency(seconds: int) -> dict:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/")
-        return {f"constant | {load}": http_load(f"http://127.0.0.1:{port}/", None, seconds, c, think)
-                for load, (c, think) in LOADS.items()}
+        url = f"http://127.0.0.1:{port}/"
+        figures = {f"constant | {load}": http_load(url, None, seconds, c, think) for load, (c, think) in LOADS.items()}
+        figures["constant | 32 clients in lockstep, 2 req/s each (hey)"] = hey(url, None, seconds, 32, 2.0)
+        return figures
     finally:
         proc.terminate()
         proc.wait(10)
@@ -299,6 +335,7 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
         if "latency" in sections:
             out("== API latency, workers idle (wrk for clients with think time; hey for closed loops and lockstep)")
             results["api_idle"] = api_latency(service.base, service.token, next(iter(warm)), cfg.wrk_seconds)
+            results["api_idle"].update(jobs_each(service, next(iter(warm)), cfg.wrk_seconds))
             print_api(results["api_idle"])
             out("   the same loads on Daphne answering a constant (bench/floor.py), no Django: the floor")
             results["api_floor"] = floor_latency(cfg.wrk_seconds)
