@@ -4,15 +4,15 @@
 
 Whatever this costs under a load, no view behind Daphne can answer faster under the same load. Daphne runs
 as the web process runs it: finished requests forgotten at once (gedge_site/daphne_reaping.py; without it a
-closed loop's p99 here was 49-56 ms, GC pauses over the finished requests Daphne still held), and no
-access-log line formatted for Twisted's log, which Daphne discards (gedge_site/twisted_access_log.py).
+closed loop's p99 here was 49-56 ms, GC pauses over the finished requests Daphne still held), and without
+the two costs that buy nothing (gedge_site/daphne_overhead.py).
 """
 from __future__ import annotations
 
-from gedge_site import daphne_reaping, twisted_access_log
+from gedge_site import daphne_overhead, daphne_reaping
 
 daphne_reaping.install()
-twisted_access_log.install()
+daphne_overhead.install()
 
 BODY = b'{"id":1,"status":"Exit","padding":"' + b"x" * 900 + b'"}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]

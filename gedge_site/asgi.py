@@ -8,13 +8,13 @@ django_asgi_app = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 
+from .daphne_overhead import install as install_daphne_overhead  # noqa: E402
 from .daphne_reaping import install as install_daphne_reaping  # noqa: E402
-from .twisted_access_log import install as install_twisted_access_log  # noqa: E402
 from .upload_bodies import install as install_upload_bodies  # noqa: E402
 
 install_upload_bodies(settings.GEDGE_MAX_UPLOAD_BYTES)
 install_daphne_reaping()
-install_twisted_access_log()
+install_daphne_overhead()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set up first
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
