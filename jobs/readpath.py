@@ -183,8 +183,10 @@ class _Shared:
     A request joins the next statement to be sent, never one already sent: the batch closes when its
     statement gets a connection and goes out, so whatever was committed before a request arrived is in its
     answer, exactly as if it had read alone. Requests that come in while a statement is on its way wait for the
-    next one. Under load, the requests that Daphne hands over in one turn of the event loop share one statement
-    instead of taking a pool connection and a round trip to PostgreSQL each.
+    next one, which goes out when the answer to the one before is in (or after GEDGE_FAST_READS_WAIT_S, if it
+    is not): one statement of each kind on its way at a time. Under load, the requests that arrive during one
+    round trip to PostgreSQL share the next statement instead of taking a pool connection and a round trip
+    each; an idle server sends a request's statement at once.
 
     ``send(conn, keys)`` runs the statement for a batch's distinct keys on a pool connection and returns
     {key: value}; a key it leaves out reads as None. An error reaches every request of the batch."""
@@ -192,6 +194,7 @@ class _Shared:
     def __init__(self, reads: FastJobReads, send) -> None:
         self._reads, self._send = reads, send
         self._next: tuple[dict, asyncio.Future] | None = None  # (keys, their answer) not sent yet
+        self._on_its_way: asyncio.Future | None = None  # the answer to the statement sent last
         self._sending: set[asyncio.Task] = set()
 
     def join(self, keys) -> asyncio.Future:
@@ -213,10 +216,14 @@ class _Shared:
     async def _run(self, batch: tuple[dict, asyncio.Future]) -> None:
         keys, answer = batch
         try:
+            before = self._on_its_way
+            if before is not None and not before.done():  # more requests join meanwhile
+                await asyncio.wait([before], timeout=settings.GEDGE_FAST_READS_WAIT_S)
             pool = await self._reads._pool()
             async with pool.connection(timeout=settings.GEDGE_FAST_READS_WAIT_S) as conn:
                 if self._next is batch:
                     self._next = None  # sent: from here on, requests wait for the next statement
+                self._on_its_way = answer
                 result = await self._send(conn, list(keys))
         except asyncio.CancelledError:  # the loop is shutting down
             answer.cancel()

@@ -337,7 +337,7 @@ def test_a_request_never_shares_a_statement_sent_before_it_arrived(owner):
     job = Job.objects.create(user=owner, path="uploads/a.mp4", original_name="a.mp4", frame_count=84)
     app, get, _ = in_process_reads(owner)
     path = f"/api/jobs/{job.pk}/"
-    statements = 0
+    statements = []
     send = app._details._send
 
     def change() -> None:  # committed from another thread, as another process would
@@ -347,31 +347,67 @@ def test_a_request_never_shares_a_statement_sent_before_it_arrived(owner):
             connection.close()
 
     async def run() -> tuple[dict, dict]:
-        nonlocal statements
-        read = asyncio.Event()
-        release = asyncio.Event()
+        read, release = asyncio.Event(), asyncio.Event()
 
-        async def held(conn, keys):  # the first statement has read the row's version; its answer is held
-            nonlocal statements
-            statements += 1
+        async def held(conn, keys):  # the second statement has read the row's version; its answer is held
+            statements.append(keys)
             rows = await send(conn, keys)
-            if statements == 1:
+            if len(statements) == 2:
                 read.set()
                 await release.wait()
             return rows
 
         app._details._send = held
         try:
+            await get(path)  # the job as it is now, rendered and remembered
             first = asyncio.ensure_future(get(path))
             await read.wait()
             await asyncio.to_thread(change)
-            second = json.loads(await asyncio.wait_for(get(path), 10))  # not held back with the first
+            second = asyncio.ensure_future(get(path))  # arrives after the change, while the first is on its way
+            await asyncio.sleep(0.05)
             release.set()
-            return json.loads(await first), second
+            return json.loads(await first), json.loads(await second)
         finally:
             await app.close()
 
     first, second = asyncio.run(run())
-    assert statements == 2
+    assert len(statements) == 3  # the second request's statement went out after the first's
+    assert first["stage_progress"]["inference"] == 0  # the version it read (remembered, rendered)
     assert second["stage_progress"]["inference"] == 9
-    assert first["id"] == job.pk  # the version it read, or a newer one read since
+
+
+def test_requests_that_arrive_while_a_statement_is_on_its_way_share_the_next(owner):
+    """One statement of a kind on its way at a time: the requests that arrive meanwhile, each in a turn of
+    the event loop of its own, go out together in the next one."""
+    import asyncio
+
+    jobs = [Job.objects.create(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4") for i in range(5)]
+    app, get, _ = in_process_reads(owner)
+    statements = []
+    send = app._details._send
+
+    async def run() -> list[bytes]:
+        release = asyncio.Event()
+
+        async def held(conn, keys):
+            statements.append(sorted(job_id for _, job_id in keys))
+            rows = await send(conn, keys)
+            if len(statements) == 1:
+                await release.wait()
+            return rows
+
+        app._details._send = held
+        try:
+            first = asyncio.ensure_future(get(f"/api/jobs/{jobs[0].pk}/"))
+            later = []
+            for job in jobs[1:]:
+                await asyncio.sleep(0.01)
+                later.append(asyncio.ensure_future(get(f"/api/jobs/{job.pk}/")))
+            release.set()
+            return await asyncio.gather(first, *later)
+        finally:
+            await app.close()
+
+    answers = asyncio.run(run())
+    assert statements == [[jobs[0].pk], sorted(job.pk for job in jobs[1:])]
+    assert [json.loads(answer)["id"] for answer in answers] == [job.pk for job in jobs]
