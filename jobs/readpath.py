@@ -5,10 +5,10 @@ hop, ten middleware, content negotiation and three ORM queries: about 6-15 ms of
 and one Daphne process serves one request at a time for most of that (docs/performance.md, "API latency").
 This ASGI layer answers the common case itself: a token (``Authorization: Token <key>``), JSON wanted, only
 ``page``/``status`` in the query. Authentication, visibility and the job or the page's job ids come from one
-SQL statement on an asyncio PostgreSQL pool, shared by the requests waiting together (``_Shared``); a job is rendered by the serializer's own fields
-(``job_representation``) and DRF's ``JSONRenderer`` once per version of its row (a page reads the rows of only
-its new or changed jobs, in a second statement), with the headers Django would add, so the answer is the same
-bytes as DRF's (tests/test_readpath.py compares the two over the ownership matrix).
+SQL statement on an asyncio PostgreSQL pool, shared by the requests waiting together (``_Shared``); a job is
+rendered by the serializer's own fields (``job_representation``) and DRF's ``JSONRenderer`` once per version
+of its row (only new or changed jobs are read, in a second statement), with the headers Django would add, so
+the answer is the same bytes as DRF's (tests/test_readpath.py compares the two over the ownership matrix).
 
 Everything else goes to Django unchanged: session cookies (the pages), anonymous, unknown or inactive tokens,
 another user's job, a page out of range, an unknown status, a browser asking for HTML, an unexpected
