@@ -378,11 +378,34 @@ class FastJobReads:
         return {(key, job_id): row for key, job_id, *row in await cursor.fetchall()}
 
     async def _send_pages(self, conn, keys: list[tuple]) -> dict:
-        pages = {}
-        for key in keys:  # one statement per distinct page (mostly one: many clients polling the same list)
+        """One statement per distinct page: mostly one (many clients polling the same list). Several (users
+        polling lists of their own) are pipelined, all sent before the first answer is waited for, half of
+        them on a second connection from the pool, so that PostgreSQL runs the two halves side by side."""
+        if len(keys) == 1:
+            return await self._pages_on(conn, keys)
+        half = len(keys) // 2
+
+        async def second_half() -> dict:
+            pool = await self._pool()
+            async with pool.connection(timeout=settings.GEDGE_FAST_READS_WAIT_S) as other:
+                return await self._pages_on(other, keys[half:])
+
+        first, second = await asyncio.gather(self._pages_on(conn, keys[:half]), second_half())
+        return {**first, **second}
+
+    async def _pages_on(self, conn, keys: list[tuple]) -> dict:
+        async def execute(key):
             token, status, limit, offset = key
-            cursor = await conn.execute(self.sql.page, {"key": token, "status": status, "limit": limit,
-                                                        "offset": offset})
+            return await conn.execute(self.sql.page, {"key": token, "status": status, "limit": limit,
+                                                      "offset": offset})
+
+        if len(keys) == 1:
+            cursors = [await execute(keys[0])]
+        else:
+            async with conn.pipeline():
+                cursors = [await execute(key) for key in keys]
+        pages = {}
+        for key, cursor in zip(keys, cursors, strict=True):
             rows = await cursor.fetchall()
             pages[key] = _Page(rows) if rows else None  # no row: an unknown token
         return pages

@@ -225,7 +225,8 @@ def in_process_reads(user):
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": "GET", "path": path, "query_string": b"",
+        path, _, query = path.partition("?")
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode(),
                  "headers": [*((b"host", host) for host in hosts), auth],
                  "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000)}
         await asyncio.create_task(app(scope, None, send))
@@ -238,6 +239,18 @@ def in_process_reads(user):
     return app, get, passed
 
 
+def recorded(shared) -> list[list]:
+    """The keys of every statement that ``shared`` (one of the read path's ``_Shared`` reads) sends from now on."""
+    sent, send = [], shared._send
+
+    async def record(conn, keys):
+        sent.append(list(keys))
+        return await send(conn, keys)
+
+    shared._send = record
+    return sent
+
+
 def test_requests_together_share_one_read_of_a_changed_job(owner):
     """Clients polling the list together just after a job changed: the changed row is read once for all of
     them, not once per request, and every one of them sees the change."""
@@ -246,14 +259,7 @@ def test_requests_together_share_one_read_of_a_changed_job(owner):
     jobs = [Job.objects.create(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4", frame_count=84)
             for i in range(3)]
     app, get, _ = in_process_reads(owner)
-    reads = []
-    send = app._rows._send
-
-    async def counted(conn, ids):
-        reads.append(sorted(ids))
-        return await send(conn, ids)
-
-    app._rows._send = counted
+    reads = recorded(app._rows)
 
     async def together(n: int) -> list[bytes]:
         try:
@@ -262,7 +268,7 @@ def test_requests_together_share_one_read_of_a_changed_job(owner):
             await app.close()
 
     before = asyncio.run(together(1))[0]
-    assert reads == [sorted(j.pk for j in jobs)]  # the first page: every job read once
+    assert [sorted(ids) for ids in reads] == [sorted(j.pk for j in jobs)]  # the first page: every job read once
     Job.objects.filter(pk=jobs[1].pk).update(inference_done=7)
     reads.clear()
     after = asyncio.run(together(16))
@@ -301,14 +307,7 @@ def test_requests_waiting_together_share_one_statement(owner, other):
             for i in range(2)]
     theirs = Job.objects.create(user=other, path="uploads/t.mp4", original_name="t.mp4")
     app, get, passed = in_process_reads(owner)
-    statements = []
-    send = app._details._send
-
-    async def counted(conn, keys):
-        statements.append(sorted(job_id for _, job_id in keys))
-        return await send(conn, keys)
-
-    app._details._send = counted
+    statements = recorded(app._details)
     paths = [f"/api/jobs/{job.pk}/" for job in (*mine, theirs)] * 8
 
     async def together() -> list[bytes | None]:
@@ -318,7 +317,7 @@ def test_requests_waiting_together_share_one_statement(owner, other):
             await app.close()
 
     answers = asyncio.run(together())
-    assert statements == [sorted(job.pk for job in (*mine, theirs))]
+    assert [sorted(job_id for _, job_id in keys) for keys in statements] == [sorted(job.pk for job in (*mine, theirs))]
     for path, answer in zip(paths, answers, strict=True):
         if path.endswith(f"/{theirs.pk}/"):
             assert answer is None  # another user's job: Django's 404
@@ -411,3 +410,31 @@ def test_requests_that_arrive_while_a_statement_is_on_its_way_share_the_next(own
     answers = asyncio.run(run())
     assert statements == [[jobs[0].pk], sorted(job.pk for job in jobs[1:])]
     assert [json.loads(answer)["id"] for answer in answers] == [job.pk for job in jobs]
+
+
+def test_distinct_pages_asked_together_are_answered_together(owner):
+    """Several lists at once (other pages, other filters): one batch, pipelined over two connections, and each
+    request gets the page it asked for, the same bytes as when it asks alone."""
+    import asyncio
+
+    Job.objects.bulk_create([Job(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4",
+                                 status=Status.EXIT if i % 3 else Status.FAILED) for i in range(70)])
+    app, get, _ = in_process_reads(owner)
+    batches = recorded(app._pages)
+    paths = ["/api/jobs/", "/api/jobs/?page=2", "/api/jobs/?status=Failed", "/api/jobs/?status=Exit",
+             "/api/jobs/?status=Enqueue"]
+
+    async def run() -> tuple[list[bytes], list[bytes]]:
+        try:
+            together = await asyncio.gather(*(get(path) for path in paths))
+            alone = [await get(path) for path in paths]
+            return together, alone
+        finally:
+            await app.close()
+
+    together, alone = asyncio.run(run())
+    assert [len(keys) for keys in batches] == [len(paths)] + [1] * len(paths)
+    assert together == alone
+    counts = [json.loads(body)["count"] for body in together]
+    assert counts == [70, 70, 24, 46, 0]
+    assert [len(json.loads(body)["results"]) for body in together] == [50, 20, 24, 46, 0]
