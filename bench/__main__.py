@@ -141,10 +141,7 @@ def hey(url: str, token: str | None, seconds: int, clients: int, rate: float | N
     pace = ["-q", str(rate)] if rate else []
     done = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(clients), *pace, "-t", "10", "-o", "csv", *auth,
                            url], check=True, capture_output=True, text=True)
-    rows = list(csv.DictReader(io.StringIO(done.stdout)))
-    figures = summary_ms([float(r["response-time"]) for r in rows])
-    figures.update(rps=round(len(rows) / seconds, 1), errors=sum(r["status-code"] != "200" for r in rows))
-    return figures
+    return hey_figures(list(csv.DictReader(io.StringIO(done.stdout))), seconds)
 
 
 def hey_each(urls: list[str], token: str | None, seconds: int) -> dict:
@@ -159,6 +156,11 @@ def hey_each(urls: list[str], token: str | None, seconds: int) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"hey exited with {proc.returncode}")
         rows += list(csv.DictReader(io.StringIO(stdout)))
+    return hey_figures(rows, seconds)
+
+
+def hey_figures(rows: list[dict], seconds: int) -> dict:
+    """Percentiles, rate and errors of hey's CSV rows (one per request)."""
     figures = summary_ms([float(r["response-time"]) for r in rows])
     figures.update(rps=round(len(rows) / seconds, 1), errors=sum(r["status-code"] != "200" for r in rows))
     return figures
@@ -210,8 +212,8 @@ def floor_latency(seconds: int) -> dict:
                              "--access-log", os.devnull, "bench.floor:app"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_http(f"http://127.0.0.1:{port}/")
         url = f"http://127.0.0.1:{port}/"
+        wait_http(url)
         figures = {f"constant | {load}": http_load(url, None, seconds, c, think) for load, (c, think) in LOADS.items()}
         figures["constant | 32 clients in lockstep, 2 req/s each (hey)"] = hey(url, None, seconds, 32, 2.0)
         return figures
