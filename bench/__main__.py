@@ -133,23 +133,27 @@ def wrk(url: str, token: str | None, seconds: int, connections: int, think_ms: i
     return parse_wrk(done.stdout)
 
 
+def hey_command(url: str, token: str | None, seconds: int, clients: int, rate: float | None = None) -> list[str]:
+    """hey for ``seconds``, its clients each in a closed loop or sending ``rate`` requests/s, CSV out."""
+    auth = ["-H", f"Authorization: Token {token}"] if token else []
+    pace = ["-q", str(rate)] if rate else []
+    return ["hey", "-z", f"{seconds}s", "-c", str(clients), *pace, "-t", "10", "-o", "csv", *auth, url]
+
+
 def hey(url: str, token: str | None, seconds: int, clients: int, rate: float | None = None) -> dict:
     """hey's clients, each in a closed loop, or each sending ``rate`` requests/s (-q); every request recorded.
     With -q the clients tick in step: every 1/rate s all of them send at once, the worst case of simultaneous
     requests rather than a steady rate."""
-    auth = ["-H", f"Authorization: Token {token}"] if token else []
-    pace = ["-q", str(rate)] if rate else []
-    done = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(clients), *pace, "-t", "10", "-o", "csv", *auth,
-                           url], check=True, capture_output=True, text=True)
+    done = subprocess.run(hey_command(url, token, seconds, clients, rate), check=True, capture_output=True,
+                          text=True)
     return hey_figures(list(csv.DictReader(io.StringIO(done.stdout))), seconds)
 
 
 def hey_each(urls: list[str], token: str | None, seconds: int) -> dict:
     """One hey client per URL, all at once, each in a closed loop (one hey process each): clients that each
     poll a job of their own, so the requests that arrive together ask for different rows."""
-    auth = ["-H", f"Authorization: Token {token}"] if token else []
-    procs = [subprocess.Popen(["hey", "-z", f"{seconds}s", "-c", "1", "-t", "10", "-o", "csv", *auth, url],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for url in urls]
+    procs = [subprocess.Popen(hey_command(url, token, seconds, 1), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for url in urls]
     rows = []
     for proc in procs:
         stdout, _ = proc.communicate()

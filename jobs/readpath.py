@@ -49,6 +49,7 @@ JSON_TYPES = {"application/json", "application/*", "*/*"}
 PAGE = re.compile(r"^[1-9][0-9]{0,8}$")
 RENDERED_JOBS = 4096  # jobs whose JSON is kept (a few MB)
 HOSTS_KEPT = 64
+BODIES_KEPT = 64  # per shared page statement: its bodies for the ways (URL, headers) it was asked
 HOST_HEADERS = (b"host", b"x-forwarded-host")
 _ANSWERED, _PASSED = FAST_READS.labels("answered"), FAST_READS.labels("passed")
 
@@ -191,13 +192,13 @@ class _Shared:
     ``send(conn, keys)`` runs the statement for a batch's distinct keys on a pool connection and returns
     {key: value}; a key it leaves out reads as None. An error reaches every request of the batch."""
 
-    def __init__(self, reads: FastJobReads, send) -> None:
-        self._reads, self._send = reads, send
+    def __init__(self, pool, send) -> None:
+        self._pool, self._send = pool, send
         self._next: tuple[dict, asyncio.Future] | None = None  # (keys, their answer) not sent yet
         self._on_its_way: asyncio.Future | None = None  # the answer to the statement sent last
         self._sending: set[asyncio.Task] = set()
 
-    def join(self, keys) -> asyncio.Future:
+    def _join(self, keys) -> asyncio.Future:
         """Put ``keys`` in the next statement; the future is its answer, {key: value}."""
         if self._next is None:
             self._next = ({}, asyncio.get_running_loop().create_future())
@@ -209,9 +210,13 @@ class _Shared:
             batch[key] = None
         return answer
 
-    async def read(self, key):
+    async def read_all(self, keys) -> dict:
+        """{key: value} for ``keys`` (and any other key of the same statement)."""
         # shield: a request that goes away does not cancel the statement the others wait for
-        return (await asyncio.shield(self.join((key,)))).get(key)
+        return await asyncio.shield(self._join(keys))
+
+    async def read(self, key):
+        return (await self.read_all((key,))).get(key)
 
     async def _run(self, batch: tuple[dict, asyncio.Future]) -> None:
         keys, answer = batch
@@ -219,7 +224,7 @@ class _Shared:
             before = self._on_its_way
             if before is not None and not before.done():  # more requests join meanwhile
                 await asyncio.wait([before], timeout=settings.GEDGE_FAST_READS_WAIT_S)
-            pool = await self._reads._pool()
+            pool = await self._pool()
             async with pool.connection(timeout=settings.GEDGE_FAST_READS_WAIT_S) as conn:
                 if self._next is batch:
                     self._next = None  # sent: from here on, requests wait for the next statement
@@ -246,9 +251,9 @@ class FastJobReads:
         self._renderer = JSONRenderer()
         # The reads that requests waiting together share (``_Shared``): a job for (token, id); a page for
         # (token, status, limit, offset); the rows of jobs not rendered yet, by id.
-        self._details = _Shared(self, self._send_details)
-        self._pages = _Shared(self, self._send_pages)
-        self._rows = _Shared(self, self._send_rows)
+        self._details = _Shared(self._pool, self._send_details)
+        self._pages = _Shared(self._pool, self._send_pages)
+        self._rows = _Shared(self._pool, self._send_rows)
         self._hosts: dict[tuple, bool] = {}  # (Host and X-Forwarded-Host headers, server) -> allowed
 
     async def __call__(self, scope, receive, send):
@@ -302,8 +307,8 @@ class FastJobReads:
             row = await self._details.read((key, int(match["id"])))
             if row is None or row[2] is None:
                 return None  # unknown token, or not this viewer's job: Django's 401/404
-            uid, owner, job_id, xmin = row
-            jobs = await self._render_jobs([(uid, None, owner, job_id, xmin)], _time_zone())
+            _, owner, job_id, xmin = row
+            jobs = await self._render_jobs([(owner, job_id, xmin)], _time_zone())
             return None if jobs is None else (jobs[0], "GET, HEAD, OPTIONS")
         if set(params) - {"page", "status"}:
             return None
@@ -330,7 +335,7 @@ class FastJobReads:
             body = await self._page_body(scope, rows, number, size, empty, tz)
             if body is None:
                 return None
-            if len(read.bodies) < HOSTS_KEPT:
+            if len(read.bodies) < BODIES_KEPT:
                 read.bodies[same] = body
         return body, "GET, POST, HEAD, OPTIONS"
 
@@ -348,22 +353,21 @@ class FastJobReads:
         }
         # json.dumps is compositional: the page is its frame with the (cached) jobs spliced into "results".
         frame = self._renderer.render(doc)
-        jobs = [] if empty else await self._render_jobs(rows, tz)
+        jobs = [] if empty else await self._render_jobs([row[2:] for row in rows], tz)  # (owner, job id, xmin)
         if jobs is None:
             return None
         return frame[:-2] + b",".join(jobs) + frame[-2:]
 
-    async def _render_jobs(self, rows: list[tuple], tz: str) -> list[bytes] | None:
-        """The JSON of the jobs in ``rows`` (a page's: viewer, count, owner, job id, xmin), in order: rendered
-        ones from memory, the rest (new or changed jobs) read in one statement (shared with the requests
-        waiting together) and rendered. None where a job went away in between (Django answers then)."""
+    async def _render_jobs(self, jobs: list[tuple[str, int, str]], tz: str) -> list[bytes] | None:
+        """The JSON of ``jobs`` (owner, job id, xmin), in order: rendered ones from memory, the rest (new or
+        changed jobs) read in one statement (shared with the requests waiting together) and rendered. None
+        where a job went away in between (Django answers then)."""
         sql = self.sql
-        jobs = [sql.rendered(job_id, xmin, owner, tz) for _, _, owner, job_id, xmin in rows]
-        missing = [row[3] for row, body in zip(rows, jobs, strict=True) if body is None]
+        bodies = [sql.rendered(job_id, xmin, owner, tz) for owner, job_id, xmin in jobs]
+        missing = [job_id for (_, job_id, _), body in zip(jobs, bodies, strict=True) if body is None]
         if not missing:
-            return jobs
-        # shield: a request that goes away does not cancel the statement the others wait for
-        read = await asyncio.shield(self._rows.join(missing))
+            return bodies
+        read = await self._rows.read_all(missing)
         fresh = {}
         for job_id in missing:
             row = read.get(job_id)
@@ -371,7 +375,8 @@ class FastJobReads:
                 return None
             owner, xmin, values = row  # xmin: the version on the page, or a newer one committed since
             fresh[job_id] = sql.render(owner, xmin, values, tz)
-        return [fresh[row[3]] if body is None else body for row, body in zip(rows, jobs, strict=True)]
+        return [fresh[job_id] if body is None else body
+                for (_, job_id, _), body in zip(jobs, bodies, strict=True)]
 
     async def _send_details(self, conn, keys: list[tuple[str, int]]) -> dict:
         cursor = await conn.execute(self.sql.detail, {"keys": [k for k, _ in keys], "ids": [i for _, i in keys]})

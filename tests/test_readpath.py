@@ -239,13 +239,17 @@ def in_process_reads(user):
     return app, get, passed
 
 
-def recorded(shared) -> list[list]:
-    """The keys of every statement that ``shared`` (one of the read path's ``_Shared`` reads) sends from now on."""
+def recorded(shared, hold=None) -> list[list]:
+    """The keys of every statement that ``shared`` (one of the read path's ``_Shared`` reads) sends from now on.
+    ``hold(n)``, if given, is awaited after the n-th statement has read its rows, before its answer is given."""
     sent, send = [], shared._send
 
     async def record(conn, keys):
         sent.append(list(keys))
-        return await send(conn, keys)
+        rows = await send(conn, keys)
+        if hold is not None:
+            await hold(len(sent))
+        return rows
 
     shared._send = record
     return sent
@@ -336,8 +340,14 @@ def test_a_request_never_shares_a_statement_sent_before_it_arrived(owner):
     job = Job.objects.create(user=owner, path="uploads/a.mp4", original_name="a.mp4", frame_count=84)
     app, get, _ = in_process_reads(owner)
     path = f"/api/jobs/{job.pk}/"
-    statements = []
-    send = app._details._send
+    read, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(n: int) -> None:  # the second statement has read the row's version; its answer is held
+        if n == 2:
+            read.set()
+            await release.wait()
+
+    statements = recorded(app._details, hold)
 
     def change() -> None:  # committed from another thread, as another process would
         try:
@@ -346,17 +356,6 @@ def test_a_request_never_shares_a_statement_sent_before_it_arrived(owner):
             connection.close()
 
     async def run() -> tuple[dict, dict]:
-        read, release = asyncio.Event(), asyncio.Event()
-
-        async def held(conn, keys):  # the second statement has read the row's version; its answer is held
-            statements.append(keys)
-            rows = await send(conn, keys)
-            if len(statements) == 2:
-                read.set()
-                await release.wait()
-            return rows
-
-        app._details._send = held
         try:
             await get(path)  # the job as it is now, rendered and remembered
             first = asyncio.ensure_future(get(path))
@@ -382,20 +381,15 @@ def test_requests_that_arrive_while_a_statement_is_on_its_way_share_the_next(own
 
     jobs = [Job.objects.create(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4") for i in range(5)]
     app, get, _ = in_process_reads(owner)
-    statements = []
-    send = app._details._send
+    release = asyncio.Event()
+
+    async def hold(n: int) -> None:  # the first statement's answer is held
+        if n == 1:
+            await release.wait()
+
+    statements = recorded(app._details, hold)
 
     async def run() -> list[bytes]:
-        release = asyncio.Event()
-
-        async def held(conn, keys):
-            statements.append(sorted(job_id for _, job_id in keys))
-            rows = await send(conn, keys)
-            if len(statements) == 1:
-                await release.wait()
-            return rows
-
-        app._details._send = held
         try:
             first = asyncio.ensure_future(get(f"/api/jobs/{jobs[0].pk}/"))
             later = []
@@ -408,7 +402,8 @@ def test_requests_that_arrive_while_a_statement_is_on_its_way_share_the_next(own
             await app.close()
 
     answers = asyncio.run(run())
-    assert statements == [[jobs[0].pk], sorted(job.pk for job in jobs[1:])]
+    assert [sorted(job_id for _, job_id in keys) for keys in statements] == [[jobs[0].pk],
+                                                                            sorted(job.pk for job in jobs[1:])]
     assert [json.loads(answer)["id"] for answer in answers] == [job.pk for job in jobs]
 
 
