@@ -123,7 +123,7 @@ class _Sql:
             FROM v LEFT JOIN page ON true LEFT JOIN {jobs} j ON j.id = page.id
             LEFT JOIN {users} o ON o.{uid} = j.{owner}
             ORDER BY j.id DESC""".format(**names)  # noqa: S608 - quoted model names only
-        # The rows of a page's jobs not rendered yet (or changed since).
+        # The rows of jobs (of a page, or a job read) whose version is not rendered yet.
         self.rows = """
             SELECT o.{name}, j.xmin::text, {job_cols}
             FROM {jobs} j JOIN {users} o ON o.{uid} = j.{owner}
