@@ -429,9 +429,11 @@ def web_levers(bench: Bench, seconds: int) -> dict:
 
     job_id = Job.objects.filter(user__username=BENCH_USER).values_list("id", flat=True).first()
     jobs = Job.objects.filter(user__username=BENCH_USER).count()
-    arms = {"DRF only, Python's GC (before)": {"GEDGE_FAST_READS": "false", "GEDGE_WEB_GC_THRESHOLD": ""},
-            "DRF only, GC tuned": {"GEDGE_FAST_READS": "false"},
+    arms = {"DRF only, Python's GC (before)": {"GEDGE_FAST_READS": "false", "GEDGE_WEB_GC_THRESHOLD": "",
+                                               "GEDGE_FAST_LANE": "false"},
+            "DRF only, GC tuned": {"GEDGE_FAST_READS": "false", "GEDGE_FAST_LANE": "false"},
             "read path, Python's GC": {"GEDGE_WEB_GC_THRESHOLD": ""},
+            "read path behind Daphne's request, GC tuned (no fast lane)": {"GEDGE_FAST_LANE": "false"},
             "read path, GC tuned (the defaults)": {}}
     loads = {k: LOADS[k] for k in ("1 client, closed loop", "32 clients, ~10 req/s each", "32 clients, closed loop")}
     out(f"== Web levers (fresh Daphne per arm, workers off; the list holds {jobs} jobs)")

@@ -21,11 +21,18 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from jobs.readpath import FastJobReads  # noqa: E402
+from jobs.readpath import enabled as fast_reads_enabled  # noqa: E402
 from jobs.routing import websocket_urlpatterns  # noqa: E402
+
+fast_reads = FastJobReads(django_asgi_app)
+if settings.GEDGE_FAST_LANE and fast_reads_enabled():  # PostgreSQL and GEDGE_FAST_READS
+    from .fast_lane import install as install_fast_lane
+
+    install_fast_lane(fast_reads)
 
 application = ProtocolTypeRouter(
     {
-        "http": FastJobReads(django_asgi_app),
+        "http": fast_reads,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

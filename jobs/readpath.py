@@ -24,6 +24,7 @@ import logging
 import re
 import weakref
 from collections import OrderedDict
+from contextvars import ContextVar
 from urllib.parse import parse_qsl
 
 from django.conf import settings
@@ -51,7 +52,10 @@ RENDERED_JOBS = 4096  # jobs whose JSON is kept (a few MB)
 HOSTS_KEPT = 64
 BODIES_KEPT = 64  # per shared page statement: its bodies for the ways (URL, headers) it was asked
 HOST_HEADERS = (b"host", b"x-forwarded-host")
+JOINED_HEADERS = (b"authorization", b"accept")  # read here; sent twice, they mean something else to Django
 _ANSWERED, _PASSED = FAST_READS.labels("answered"), FAST_READS.labels("passed")
+# Set where gedge_site/fast_lane.py has asked already and hands the request to Daphne: not asked twice.
+PASSED_ON: ContextVar[bool] = ContextVar("gedge_fast_read_passed_on", default=False)
 
 
 def enabled() -> bool:
@@ -257,17 +261,31 @@ class FastJobReads:
         self._hosts: dict[tuple, bool] = {}  # (Host and X-Forwarded-Host headers, server) -> allowed
 
     async def __call__(self, scope, receive, send):
-        match = PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
-        if match is not None and enabled():
-            try:
-                answer = await self._answer(scope, match)
-            except Exception:  # noqa: BLE001 - any trouble here: Django answers instead, with its own errors
-                logger.debug("fast read passed to Django", exc_info=True)
-                answer = None
-            (_PASSED if answer is None else _ANSWERED).inc()
+        if scope["type"] == "http" and not PASSED_ON.get():
+            answer = await self.answer(scope)
             if answer is not None:
-                return await self._send(send, *answer)
+                await send({"type": "http.response.start", "status": 200, "headers": answer[0]})
+                return await send({"type": "http.response.body", "body": answer[1]})
         return await self.app(scope, receive, send)
+
+    async def answer(self, scope) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+        """(headers, body) of the 200 for an HTTP ``scope`` this path answers; None: Django's to answer. Also
+        called by gedge_site/fast_lane.py, before Daphne builds a scope of its own."""
+        match = PATH.match(scope["path"]) if scope["method"] == "GET" else None
+        if match is None or not enabled():
+            return None
+        try:
+            answer = await self._answer(scope, match)
+        except Exception:  # noqa: BLE001 - any trouble here: Django answers instead, with its own errors
+            logger.debug("fast read passed to Django", exc_info=True)
+            answer = None
+        if answer is None:
+            _PASSED.inc()
+            return None
+        _ANSWERED.inc()
+        body, allow = answer
+        return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"vary", b"Accept"), (b"allow", allow.encode()), *self._security_headers], body
 
     def _host_allowed(self, scope, hosts: tuple) -> bool:
         """ALLOWED_HOSTS, as Django's ``request.get_host()`` checks it, remembered per Host (a few distinct
@@ -289,6 +307,8 @@ class FastJobReads:
         headers, hosts = {}, []
         for key, value in scope["headers"]:
             key = key.lower()
+            if key in headers and key in JOINED_HEADERS:
+                return None  # Django joins repeated headers with commas: DRF's 401, or HTML for a browser
             headers.setdefault(key, value)
             if key in HOST_HEADERS:
                 hosts.append((key, value))
@@ -450,11 +470,6 @@ class FastJobReads:
     def _security_headers(self) -> list[tuple[bytes, bytes]]:
         return _security_headers()  # from settings that do not change while the process runs
 
-    async def _send(self, send, body: bytes, allow: str) -> None:
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"vary", b"Accept"), (b"allow", allow.encode()), *self._security_headers]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 def _time_zone() -> str:

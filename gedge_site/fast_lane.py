@@ -1,0 +1,169 @@
+"""The two polled reads answered where their bytes arrive: in Twisted's HTTP channel, before Daphne's request.
+
+Under 32 polling clients in a closed loop the web process is at 100% of a core, and Daphne answering a
+constant costs most of what a job read costs: Twisted's line-by-line HTTP parser, a ``Request`` with its
+header objects, Daphne's header checks, scope, application task and queue, then the reply turned back
+into Twisted calls (docs/performance.md, "API latency": 164-206 us of CPU per request for a constant, where
+a bare asyncio protocol answering the same constant costs 15 us).
+
+This lane sits in front of that for one shape of request only, and answers it with the same read path
+(``jobs.readpath.FastJobReads.answer``) and the same bytes on the wire:
+
+- the connection is between requests (nothing buffered, no request under way, persistent);
+- the data received is one whole request head and nothing more: ``GET /api/jobs/`` or ``GET /api/jobs/{id}/``
+  (an optional query), ``HTTP/1.1``, header lines in plain form (RFC 9110 token names, visible ASCII values),
+  at most ``MAX_HEAD`` bytes;
+- none of the headers that change how a request is read or answered: no body (``Content-Length``,
+  ``Transfer-Encoding``), no ``Expect``, ``Upgrade``, ``Connection`` other than keep-alive, no ``_`` in a
+  name (Daphne drops those), no ``Daphne-Root-Path``; Daphne forwards no proxy headers here.
+
+Anything else, and every request the read path does not answer (unknown token, another user's job, HTML
+wanted, ...), goes to Twisted with the very bytes that arrived, as if the lane were not there; the read path
+is then not asked again (``PASSED_ON``). While an answer is on its way, later data on the connection waits
+and is handed on after it, so answers keep the order of requests. The access log gets the same line.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from twisted.web.http_headers import Headers
+
+from jobs.readpath import PASSED_ON
+
+logger = logging.getLogger(__name__)
+
+MAX_HEAD = 8192
+REQUEST_LINE = re.compile(rb"GET ((/api/jobs/(?:[1-9][0-9]{0,17}/)?)(?:\?([!-~]*))?) HTTP/1\.1")
+HEADER_LINE = re.compile(rb"([!#$%&'*+.^`|~0-9A-Za-z-]+):[ \t]*([ -~]*?)[ \t]*")
+REFUSED = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"daphne-root-path",
+                     b"http2-settings", b"te"})
+
+
+def parse_head(data: bytes) -> tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]]] | None:
+    """(target, path, query, headers with lower-case names) of a request head the lane takes; None for any
+    other."""
+    if len(data) > MAX_HEAD or not data.endswith(b"\r\n\r\n"):
+        return None
+    lines = data[:-4].split(b"\r\n")
+    line = REQUEST_LINE.fullmatch(lines[0])
+    if line is None:
+        return None
+    headers = []
+    for raw in lines[1:]:
+        header = HEADER_LINE.fullmatch(raw)
+        if header is None:  # an empty line (a second request), a folded or malformed line, other bytes
+            return None
+        name, value = header[1].lower(), header[2]
+        if name in REFUSED or b"_" in name or (name == b"connection" and value.lower() != b"keep-alive"):
+            return None
+        headers.append((name, value))
+    return line[1], line[2], line[3] or b"", headers
+
+
+def _between_requests(channel) -> bool:
+    """Whether Twisted's channel is waiting for the first line of a request, with nothing of one buffered."""
+    return (channel.persistent and not channel.requests and not channel._handlingRequest and channel.line_mode
+            and not channel._buffer and not channel._dataBuffer and channel._HTTPChannel__first_line
+            and not channel._HTTPChannel__header and channel.transport is not None
+            and not channel.transport.disconnecting)
+
+
+class _Lane:
+    """One connection's lane: takes the requests it can, hands the rest to the channel's own method."""
+
+    def __init__(self, channel, server, reads, received) -> None:
+        self.channel, self.server, self.reads, self.received = channel, server, reads, received
+        self.answering = False
+        self.held: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        if self.answering:
+            self.held.append(data)
+            return
+        head = parse_head(data) if _between_requests(self.channel) else None
+        if head is None:
+            self.received(data)
+            return
+        self.channel.resetTimeout()
+        self.answering = True
+        task = asyncio.ensure_future(self.answer(data, *head))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+    async def answer(self, data: bytes, target: bytes, path: bytes, query: bytes, headers: list) -> None:
+        started = time.time()
+        transport = self.channel.transport
+        host, peer = transport.getHost(), transport.getPeer()
+        scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": path.decode("ascii"),
+                 "raw_path": path, "root_path": self.server.root_path, "scheme": "http", "query_string": query,
+                 "headers": headers, "client": [str(peer.host), peer.port], "server": [str(host.host), host.port]}
+        try:
+            answer = await self.reads.answer(scope)
+        except Exception:  # noqa: BLE001 - the read path catches its own; this is the lane's: Daphne answers
+            logger.exception("fast lane")
+            answer = None
+        finally:
+            self.answering = False
+        if transport.disconnecting or self.channel.transport is None:
+            return  # the client went away meanwhile
+        if answer is None:
+            passed = PASSED_ON.set(True)  # copied by the application task that Daphne starts in this call
+            try:
+                self.received(data)
+            finally:
+                PASSED_ON.reset(passed)
+        else:
+            self._write(target, scope, *answer, started)
+        if self.held and not self.answering:
+            held, self.held = b"".join(self.held), []
+            self.data_received(held)
+
+    def _write(self, target: bytes, scope, headers: list, body: bytes, started: float) -> None:
+        if self.server.server_name:
+            headers = [*headers, (b"server", self.server.server_name.encode())]
+        self.channel.transport.write(b"".join([b"HTTP/1.1 200 OK\r\n", *(
+            b"%s: %s\r\n" % (_canonical(name), value) for name, value in headers), b"\r\n", body]))
+        try:
+            self.server.log_action("http", "complete", {
+                "path": target.decode("ascii"),
+                "status": 200, "method": "GET", "client": "{}:{}".format(*scope["client"]),
+                "time_taken": time.time() - started, "size": len(body)})
+        except Exception:  # noqa: BLE001 - as Daphne: a failing access log does not fail the answer
+            logger.exception("access log")
+
+
+_TASKS: set[asyncio.Task] = set()  # answers under way (the loop keeps only weak references to tasks)
+_CANONICAL: dict[bytes, bytes] = {}
+
+
+def _canonical(name: bytes) -> bytes:
+    """The header name as Twisted writes it (``content-type`` -> ``Content-Type``)."""
+    canonical = _CANONICAL.get(name)
+    if canonical is None:
+        canonical = _CANONICAL[name] = next(iter(Headers({name: [b""]}).getAllRawHeaders()))[0]
+    return canonical
+
+
+def install(reads) -> None:
+    """Give every HTTP/1.1 connection Daphne accepts from now on a lane to ``reads`` (a FastJobReads)."""
+    from daphne.http_protocol import HTTPFactory
+    from twisted.web.http import HTTPChannel
+
+    if getattr(HTTPFactory, "_gedge_fast_lane", None) is not None:
+        HTTPFactory._gedge_fast_lane = reads
+        return
+    HTTPFactory._gedge_fast_lane = reads
+    build = HTTPFactory.buildProtocol
+
+    def build_with_lane(self, addr):
+        protocol = build(self, addr)
+        channel = getattr(protocol, "_channel", protocol)  # Twisted's wrapper that picks HTTP/1.1 or HTTP/2
+        if isinstance(channel, HTTPChannel):
+            lane = _Lane(channel, self.server, HTTPFactory._gedge_fast_lane, channel.dataReceived)
+            channel.dataReceived = lane.data_received
+        return protocol
+
+    HTTPFactory.buildProtocol = build_with_lane

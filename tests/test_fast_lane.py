@@ -1,0 +1,146 @@
+"""The polled reads answered in Twisted's HTTP channel (gedge_site/fast_lane.py): the same bytes on the wire as
+Daphne's own path, only for the requests it is for, answers in the order of the requests, the access log kept.
+
+Two real Daphne processes on the test database, both with the read path: one as deployed (the lane on), one
+with GEDGE_FAST_LANE=false. Raw sockets, so that every byte of the answer is compared and requests can be
+cut and sent back to back as a client may.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import sys
+import time
+
+import pytest
+import requests
+
+from gedge_site.fast_lane import MAX_HEAD, parse_head
+from jobs.models import Job, Status
+
+from .conftest import free_port, service_env, token_for, wait_for_port
+
+HEAD = b"GET /api/jobs/7/ HTTP/1.1\r\nHost: localhost\r\nAuthorization: Token abc\r\nAccept: */*\r\n\r\n"
+
+
+@pytest.mark.parametrize("head", [
+    HEAD,
+    b"GET /api/jobs/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /api/jobs/?page=2&status=Exit HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /api/jobs/12/ HTTP/1.1\r\nHost:localhost  \r\nUser-Agent: curl/8.0 (x; y)\r\n\r\n",
+])
+def test_the_lane_takes_plain_polled_gets(head):
+    assert parse_head(head) is not None
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /api/jobs/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"HEAD /api/jobs/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /api/jobs/ HTTP/1.0\r\nHost: a\r\n\r\n",
+    b"GET /api/jobs/7/events/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /api/jobs/%37/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /api/jobs/0/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /api/jobs/7 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost: a\r\nAuthorization_Token: x\r\n\r\n",  # Daphne drops such names
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost: a\r\nDaphne-Root-Path: /x\r\n\r\n",
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",  # a folded line
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost : a\r\n\r\n",
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost: \xc3\xa9\r\n\r\n",
+    b"GET /api/jobs/7/ HTTP/1.1\r\nHost: a\r\n",  # not whole yet
+    HEAD + HEAD,  # two requests in one read
+    HEAD[:-2] + b"X-Pad: " + b"p" * MAX_HEAD + b"\r\n\r\n",
+])
+def test_anything_else_goes_to_twisted(head):
+    assert parse_head(head) is None
+
+
+def read_answers(sock: socket.socket, count: int) -> list[bytes]:
+    """``count`` whole HTTP answers (head and Content-Length bytes of body) from ``sock``."""
+    data, answers = b"", []
+    while len(answers) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            rest += chunk
+        answers.append(head + b"\r\n\r\n" + rest[:length])
+        data = rest[length:]
+    return answers
+
+
+@pytest.mark.django_db(transaction=True)  # the servers read what the test wrote
+def test_the_lane_answers_as_daphne_does_in_order(owner, other, processes, media_root):
+    mine = Job.objects.create(user=owner, path="uploads/a.mp4", original_name="a \u00e9t\u00e9.mp4",
+                              status=Status.EXIT, frame_count=84, summary={"per_class": {"person": 3}})
+    Job.objects.bulk_create([Job(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4") for i in range(3)])
+    theirs = Job.objects.create(user=other, path="uploads/c.mp4", original_name="c.mp4")
+    lane, plain = free_port(), free_port()
+    for name, port, switch in (("web-lane", lane, "true"), ("web-plain", plain, "false")):
+        processes.start(name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                               "gedge_site.asgi:application"], service_env(media_root, GEDGE_FAST_LANE=switch))
+    for port in (lane, plain):
+        wait_for_port(port)
+
+    def counts() -> dict[str, float]:
+        text = requests.get(f"http://127.0.0.1:{lane}/metrics", timeout=10).text
+        found = dict(re.findall(r'^gedge_api_fast_reads_total\{result="(\w+)"\} (\S+)$', text, re.M))
+        return {k: float(found.get(k, 0)) for k in ("answered", "passed")}
+
+    def head(path: str, extra: str = "") -> bytes:
+        return (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Token {token_for(owner)}\r\n"
+                f"Accept: */*\r\n{extra}\r\n").encode()
+
+    own, not_own = head(f"/api/jobs/{mine.pk}/"), head(f"/api/jobs/{theirs.pk}/")
+    page, html = head("/api/jobs/?status=Exit"), head(f"/api/jobs/{mine.pk}/", "Accept: text/html\r\n")
+    with socket.create_connection(("127.0.0.1", lane)) as a, socket.create_connection(("127.0.0.1", plain)) as b:
+        # The same bytes, head and body, from both; another user's job and HTML left to Django, which the
+        # read path is asked about once (the lane asked; Daphne's own path does not ask again).
+        for request, result in ((own, "answered"), (page, "answered"), (not_own, "passed"), (html, "passed"),
+                                (own, "answered")):
+            before = counts()
+            a.sendall(request)
+            b.sendall(request)
+            answer, expected = read_answers(a, 1)[0], read_answers(b, 1)[0]
+            after = counts()
+            assert after[result] == before[result] + 1 and sum(after.values()) == sum(before.values()) + 1, result
+            if result == "answered":
+                assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            if b"text/html" not in answer:  # the browsable API: a new CSRF token each time
+                assert answer == expected, result
+        # Requests sent back to back on one connection, each in its own write while the one before may still
+        # be on its way, whichever path takes them: the answers come in the order of the requests.
+        # The whole list has jobs not rendered yet (a second statement), the job after it does not: answered
+        # at once, it would overtake the list.
+        order = [head("/api/jobs/"), own, not_own, page, own, not_own, own]
+        a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for request in order:
+            a.sendall(request)
+            time.sleep(0.0005)  # each read on its own, while the one before is on its way
+        answers = read_answers(a, len(order))
+        kinds = [b"list" if x.partition(b"\r\n\r\n")[2].startswith(b'{"count":') else x.split(b"\r\n", 1)[0]
+                 for x in answers]
+        assert kinds == [b"list", b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found", b"list", b"HTTP/1.1 200 OK",
+                         b"HTTP/1.1 404 Not Found", b"HTTP/1.1 200 OK"]
+        assert answers[1] == answers[4] == answers[6]
+        answers = answers[1:]
+        # Two requests in one write, and a head that arrives in two pieces: Twisted's, answered the same.
+        a.sendall(own + page)
+        assert read_answers(a, 2) == [answers[0], answers[2]]
+        a.sendall(own[:20])
+        time.sleep(0.2)
+        a.sendall(own[20:])
+        assert read_answers(a, 1) == [answers[0]]
+    # Daphne's access log has the lane's answers as it has its own.
+    log = (processes.log_dir / "web-lane.log").read_text()
+    assert len(re.findall(rf'"GET /api/jobs/{mine.pk}/" 200 \d+', log)) >= 6, log[-2000:]
+    assert re.search(r'"GET /api/jobs/\?status=Exit" 200 \d+', log), log[-2000:]
