@@ -15,7 +15,11 @@ This lane sits in front of that for one shape of request only, and answers it wi
   at most ``MAX_HEAD`` bytes;
 - none of the headers that change how a request is read or answered: no body (``Content-Length``,
   ``Transfer-Encoding``), no ``Expect``, ``Upgrade``, ``Connection`` other than keep-alive, no ``_`` in a
-  name (Daphne drops those), no ``Daphne-Root-Path``; Daphne forwards no proxy headers here.
+  name (Daphne drops those), no ``Daphne-Root-Path``;
+- a plain TCP connection (TLS ones go to Twisted).
+
+With ``--proxy-headers`` (as in k8s/), the client's address and the scheme come from the forwarded headers
+through Daphne's own ``parse_x_forwarded_for``, as on Daphne's path: the list's links keep ``https``.
 
 Anything else, and every request the read path does not answer (unknown token, another user's job, HTML
 wanted, ...), goes to Twisted with the very bytes that arrived, as if the lane were not there; the read path
@@ -29,6 +33,8 @@ import logging
 import re
 import time
 
+from daphne.utils import parse_x_forwarded_for
+from twisted.internet.interfaces import ISSLTransport
 from twisted.web.http_headers import Headers
 
 from jobs.readpath import PASSED_ON
@@ -78,12 +84,15 @@ class _Lane:
         self.channel, self.server, self.reads, self.received = channel, server, reads, received
         self.answering = False
         self.held: list[bytes] = []
+        self.plain: bool | None = None  # a plain TCP connection: known once it is made
 
     def data_received(self, data: bytes) -> None:
         if self.answering:
             self.held.append(data)
             return
-        head = parse_head(data) if _between_requests(self.channel) else None
+        if self.plain is None:
+            self.plain = not ISSLTransport.providedBy(self.channel.transport)
+        head = parse_head(data) if self.plain and _between_requests(self.channel) else None
         if head is None:
             self.received(data)
             return
@@ -97,9 +106,18 @@ class _Lane:
         started = time.time()
         transport = self.channel.transport
         host, peer = transport.getHost(), transport.getPeer()
+        client, scheme = [str(peer.host), peer.port], "http"
+        server = self.server
+        if server.proxy_forwarded_address_header:  # --proxy-headers: the client and scheme as Daphne reads them
+            values: dict[bytes, list[bytes]] = {}
+            for name, value in headers:
+                values.setdefault(name, []).append(value)
+            client, scheme = parse_x_forwarded_for(
+                values, server.proxy_forwarded_address_header, server.proxy_forwarded_port_header,
+                server.proxy_forwarded_proto_header, client, scheme)
         scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": path.decode("ascii"),
-                 "raw_path": path, "root_path": self.server.root_path, "scheme": "http", "query_string": query,
-                 "headers": headers, "client": [str(peer.host), peer.port], "server": [str(host.host), host.port]}
+                 "raw_path": path, "root_path": server.root_path, "scheme": scheme, "query_string": query,
+                 "headers": headers, "client": client, "server": [str(host.host), host.port]}
         try:
             answer = await self.reads.answer(scope)
         except Exception:  # noqa: BLE001 - the read path catches its own; this is the lane's: Daphne answers

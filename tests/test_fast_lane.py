@@ -79,15 +79,18 @@ def read_answers(sock: socket.socket, count: int) -> list[bytes]:
 
 
 @pytest.mark.django_db(transaction=True)  # the servers read what the test wrote
-def test_the_lane_answers_as_daphne_does_in_order(owner, other, processes, media_root):
+@pytest.mark.parametrize("proxy", [False, True], ids=["direct", "proxy-headers"])  # k8s/ runs --proxy-headers
+def test_the_lane_answers_as_daphne_does_in_order(owner, other, processes, media_root, proxy):
     mine = Job.objects.create(user=owner, path="uploads/a.mp4", original_name="a \u00e9t\u00e9.mp4",
                               status=Status.EXIT, frame_count=84, summary={"per_class": {"person": 3}})
-    Job.objects.bulk_create([Job(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4") for i in range(3)])
+    Job.objects.bulk_create([Job(user=owner, path=f"uploads/{i}.mp4", original_name=f"{i}.mp4")
+                             for i in range(55)])  # more than a page: the list has links
     theirs = Job.objects.create(user=other, path="uploads/c.mp4", original_name="c.mp4")
     lane, plain = free_port(), free_port()
     for name, port, switch in (("web-lane", lane, "true"), ("web-plain", plain, "false")):
         processes.start(name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                               "gedge_site.asgi:application"], service_env(media_root, GEDGE_FAST_LANE=switch))
+                               *(["--proxy-headers"] if proxy else []), "gedge_site.asgi:application"],
+                        service_env(media_root, GEDGE_FAST_LANE=switch))
     for port in (lane, plain):
         wait_for_port(port)
 
@@ -102,11 +105,12 @@ def test_the_lane_answers_as_daphne_does_in_order(owner, other, processes, media
 
     own, not_own = head(f"/api/jobs/{mine.pk}/"), head(f"/api/jobs/{theirs.pk}/")
     page, html = head("/api/jobs/?status=Exit"), head(f"/api/jobs/{mine.pk}/", "Accept: text/html\r\n")
+    forwarded = head("/api/jobs/", "X-Forwarded-Proto: https\r\nX-Forwarded-For: 10.1.2.3\r\n")
     with socket.create_connection(("127.0.0.1", lane)) as a, socket.create_connection(("127.0.0.1", plain)) as b:
         # The same bytes, head and body, from both; another user's job and HTML left to Django, which the
         # read path is asked about once (the lane asked; Daphne's own path does not ask again).
         for request, result in ((own, "answered"), (page, "answered"), (not_own, "passed"), (html, "passed"),
-                                (own, "answered")):
+                                (own, "answered"), (forwarded, "answered")):
             before = counts()
             a.sendall(request)
             b.sendall(request)
@@ -117,6 +121,8 @@ def test_the_lane_answers_as_daphne_does_in_order(owner, other, processes, media
                 assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
             if b"text/html" not in answer:  # the browsable API: a new CSRF token each time
                 assert answer == expected, result
+        # Behind a proxy (--proxy-headers) the scheme is the client's, as Daphne reads it: https links.
+        assert (b'"next":"https://localhost/api/jobs/?page=2"' in answer) == proxy, answer[-300:]
         # Requests sent back to back on one connection, each in its own write while the one before may still
         # be on its way, whichever path takes them: the answers come in the order of the requests.
         # The whole list has jobs not rendered yet (a second statement), the job after it does not: answered
@@ -144,3 +150,4 @@ def test_the_lane_answers_as_daphne_does_in_order(owner, other, processes, media
     log = (processes.log_dir / "web-lane.log").read_text()
     assert len(re.findall(rf'"GET /api/jobs/{mine.pk}/" 200 \d+', log)) >= 6, log[-2000:]
     assert re.search(r'"GET /api/jobs/\?status=Exit" 200 \d+', log), log[-2000:]
+    assert bool(re.search(r'^10\.1\.2\.3:0 .*"GET /api/jobs/" 200 \d+', log, re.M)) == proxy, log[-2000:]
