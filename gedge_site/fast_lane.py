@@ -33,6 +33,7 @@ before its answer gets nothing, and no log line. Daphne's access log gets the sa
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -117,11 +118,18 @@ class _Lane:
             self.received(data)
             return
         self.answering = True
-        # No idle timeout while the answer is on its way, as Twisted while it handles a request.
-        self.saved_timeout = self.channel.setTimeout(None)
+        self.channel.resetTimeout()  # as Twisted's own dataReceived does
         task = asyncio.ensure_future(self.answer(data, *head))
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)
+
+    def timeout_connection(self, timed_out) -> None:
+        """The idle timeout does not close a connection whose answer is on its way, as Twisted's does not
+        while it handles a request (it turns the timer off then; re-arming it here costs less per request)."""
+        if self.answering and not self.lost:
+            self.channel.setTimeout(self.channel.timeOut)  # the timer that fired is spent: a new one
+        else:
+            timed_out()
 
     def connection_lost(self, reason) -> None:
         self.lost = True
@@ -154,7 +162,6 @@ class _Lane:
         try:
             if self.lost:
                 return  # the client went away meanwhile
-            self.channel.setTimeout(self.saved_timeout)
             if answer is None:
                 passed = PASSED_ON.set(True)  # copied by the application task that Daphne starts in this call
                 try:
@@ -245,6 +252,7 @@ def install(reads) -> None:
             lane = _Lane(channel, self.server, HTTPFactory._gedge_fast_lane, channel.dataReceived)
             channel.dataReceived = lane.data_received
             channel.connectionLost = _both(lane.connection_lost, channel.connectionLost)
+            channel.timeoutConnection = functools.partial(lane.timeout_connection, channel.timeoutConnection)
         return protocol
 
     HTTPFactory.buildProtocol = build_with_lane

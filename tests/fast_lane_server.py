@@ -1,7 +1,8 @@
-"""A real Daphne server (Twisted's asyncio reactor, real sockets) with the fast lane in front of a stub read path,
-for tests/test_fast_lane.py. Run as ``python tests/fast_lane_server.py ENDPOINT DELAY_S``: the stub answers
-``GET /api/jobs/`` after DELAY_S seconds, and passes every other path on to the ASGI application, which
-answers ``from-daphne``. Each access-log line is printed as ``LOG <path> <status> <client>``."""
+"""A real Daphne server (Twisted's asyncio reactor, real sockets) with the fast lane in front of a stub read
+path, for tests/test_fast_lane.py. Run as ``python tests/fast_lane_server.py ENDPOINT DELAY_S [IDLE_S]``: the
+stub answers ``GET /api/jobs/`` after DELAY_S seconds and passes every other path on to the ASGI application,
+which answers ``from-daphne``; IDLE_S, the connections' idle timeout. Each access-log line is printed as
+``LOG <path> <status> <client>``."""
 import asyncio
 import contextvars
 import sys
@@ -47,6 +48,16 @@ def action_logger(protocol, action, details):
         print("LOG", details["path"], details["status"], details["client"], flush=True)
 
 
+if len(sys.argv) > 3:  # the connections' idle timeout, in seconds (Twisted's default: 60)
+    from daphne.http_protocol import HTTPFactory
+
+    factory_init = HTTPFactory.__init__
+
+    def init_with_timeout(self, *args, **kwargs):
+        factory_init(self, *args, **kwargs)
+        self.timeOut = float(sys.argv[3])
+
+    HTTPFactory.__init__ = init_with_timeout
 daphne_reaping.install()
 fast_lane.install(Reads())
 Server(app, endpoints=[sys.argv[1]], signal_handlers=True, action_logger=action_logger).run()

@@ -160,13 +160,14 @@ class LaneServer:
     """tests/fast_lane_server.py: a real Daphne server with the lane, over a stub read path that answers
     ``GET /api/jobs/`` after ``delay`` seconds (other paths: Daphne's application, ``from-daphne``)."""
 
-    def __init__(self, tmp_path, delay: float, unix: bool = False) -> None:
+    def __init__(self, tmp_path, delay: float, unix: bool = False, idle_timeout: float | None = None) -> None:
         self.address = str(tmp_path / "lane.sock") if unix else ("127.0.0.1", free_port())
         endpoint = f"unix:{self.address}" if unix else f"tcp:port={self.address[1]}:interface=127.0.0.1"
         self.log = tmp_path / "lane-server.log"
         script = Path(__file__).with_name("fast_lane_server.py")
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, str(script), endpoint, str(delay)], stdout=out,
+            timeout = [] if idle_timeout is None else [str(idle_timeout)]
+            self.proc = subprocess.Popen([sys.executable, str(script), endpoint, str(delay), *timeout], stdout=out,
                                          stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
@@ -194,8 +195,8 @@ class LaneServer:
 def lane_server(tmp_path):
     servers = []
 
-    def start(delay: float = 0.0, unix: bool = False) -> LaneServer:
-        servers.append(LaneServer(tmp_path, delay, unix))
+    def start(delay: float = 0.0, unix: bool = False, idle_timeout: float | None = None) -> LaneServer:
+        servers.append(LaneServer(tmp_path, delay, unix, idle_timeout))
         return servers[-1]
 
     yield start
@@ -268,3 +269,15 @@ def test_a_unix_socket_connection_is_answered(lane_server):
         assert read_answers(sock, 1)[0].endswith(b"from-daphne")
     printed = server.stop()
     assert "LOG /api/jobs/ 200 None" in printed and "Traceback" not in printed, printed
+
+
+def test_the_idle_timeout_waits_for_an_answer_on_its_way_and_then_applies(lane_server):
+    """As on Twisted's own path: no idle timeout while a request is being answered, the timeout after it."""
+    server = lane_server(delay=1.2, idle_timeout=0.4)
+    with server.connect() as sock:
+        sock.sendall(LANE_GET)
+        assert b'{"from":"lane"' in read_answers(sock, 1)[0]  # after 1.2 s, three idle timeouts' worth
+        started = time.monotonic()
+        assert sock.recv(65536) == b""  # then, idle, the server closes the connection
+        assert time.monotonic() - started < 3
+    assert "Traceback" not in server.stop()
