@@ -131,9 +131,10 @@ class _Lane:
         else:
             timed_out()
 
-    def connection_lost(self, reason) -> None:
+    def connection_lost(self, lost, reason) -> None:
         self.lost = True
         self.held, self.held_bytes = [], 0
+        lost(reason)
 
     def _scope(self, path: bytes, query: bytes, headers: list) -> dict:
         """The scope Daphne's request would build (daphne.http_protocol.WebRequest.process)."""
@@ -158,7 +159,6 @@ class _Lane:
             answer = await self.reads.answer(scope)
         except Exception:  # noqa: BLE001 - the read path catches its own; this is the lane's: Daphne answers
             logger.exception("fast lane: the request goes to Daphne")
-            answer = None
         try:
             if self.lost:
                 return  # the client went away meanwhile
@@ -228,21 +228,14 @@ def _canonical(name: bytes) -> bytes:
     return canonical
 
 
-def _both(first, then):
-    def both(reason) -> None:
-        first(reason)
-        then(reason)
-    return both
-
-
 def install(reads) -> None:
     """Give every HTTP/1.1 connection Daphne accepts from now on a lane to ``reads`` (a FastJobReads)."""
     from daphne.http_protocol import HTTPFactory
 
-    if getattr(HTTPFactory, "_gedge_fast_lane", None) is not None:
-        HTTPFactory._gedge_fast_lane = reads
+    installed = getattr(HTTPFactory, "_gedge_fast_lane", None) is not None
+    HTTPFactory._gedge_fast_lane = reads  # a second install only points the lanes at other reads (tests)
+    if installed:
         return
-    HTTPFactory._gedge_fast_lane = reads
     build = HTTPFactory.buildProtocol
 
     def build_with_lane(self, addr):
@@ -251,7 +244,7 @@ def install(reads) -> None:
         if isinstance(channel, HTTPChannel):
             lane = _Lane(channel, self.server, HTTPFactory._gedge_fast_lane, channel.dataReceived)
             channel.dataReceived = lane.data_received
-            channel.connectionLost = _both(lane.connection_lost, channel.connectionLost)
+            channel.connectionLost = functools.partial(lane.connection_lost, channel.connectionLost)
             channel.timeoutConnection = functools.partial(lane.timeout_connection, channel.timeoutConnection)
         return protocol
 

@@ -471,7 +471,6 @@ class FastJobReads:
         return _security_headers()  # from settings that do not change while the process runs
 
 
-
 def _time_zone() -> str:
     """The time zone dates are shown in. The read path runs before Django's middleware, where nothing has
     activated another zone: Django's current zone there is the default one (settings.TIME_ZONE)."""

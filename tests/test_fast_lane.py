@@ -20,7 +20,7 @@ import requests
 from gedge_site.fast_lane import MAX_HEAD, parse_head
 from jobs.models import Job, Status
 
-from .conftest import free_port, service_env, token_for, wait_for_port
+from .conftest import fast_read_counts, free_port, service_env, token_for, wait_for_port
 
 HEAD = b"GET /api/jobs/7/ HTTP/1.1\r\nHost: localhost\r\nAuthorization: Token abc\r\nAccept: */*\r\n\r\n"
 
@@ -97,11 +97,6 @@ def test_the_lane_answers_as_daphne_does_in_order(owner, other, processes, media
     for port in (lane, plain):
         wait_for_port(port)
 
-    def counts() -> dict[str, float]:
-        text = requests.get(f"http://127.0.0.1:{lane}/metrics", timeout=10).text
-        found = dict(re.findall(r'^gedge_api_fast_reads_total\{result="(\w+)"\} (\S+)$', text, re.M))
-        return {k: float(found.get(k, 0)) for k in ("answered", "passed")}
-
     def head(path: str, extra: str = "") -> bytes:
         return (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Token {token_for(owner)}\r\n"
                 f"Accept: */*\r\n{extra}\r\n").encode()
@@ -109,16 +104,17 @@ def test_the_lane_answers_as_daphne_does_in_order(owner, other, processes, media
     own, not_own = head(f"/api/jobs/{mine.pk}/"), head(f"/api/jobs/{theirs.pk}/")
     page, html = head("/api/jobs/?status=Exit"), head(f"/api/jobs/{mine.pk}/", "Accept: text/html\r\n")
     forwarded = head("/api/jobs/", "X-Forwarded-Proto: https\r\nX-Forwarded-For: 10.1.2.3\r\n")
+    http = requests.Session()
     with socket.create_connection(("127.0.0.1", lane)) as a, socket.create_connection(("127.0.0.1", plain)) as b:
         # The same bytes, head and body, from both; another user's job and HTML left to Django, which the
         # read path is asked about once (the lane asked; Daphne's own path does not ask again).
         for request, result in ((own, "answered"), (page, "answered"), (not_own, "passed"), (html, "passed"),
                                 (own, "answered"), (forwarded, "answered")):
-            before = counts()
+            before = fast_read_counts(http, lane)
             a.sendall(request)
             b.sendall(request)
             answer, expected = read_answers(a, 1)[0], read_answers(b, 1)[0]
-            after = counts()
+            after = fast_read_counts(http, lane)
             assert after[result] == before[result] + 1 and sum(after.values()) == sum(before.values()) + 1, result
             if result == "answered":
                 assert answer.startswith(b"HTTP/1.1 200 OK\r\n")

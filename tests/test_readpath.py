@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from jobs.models import Job, Status
 
-from .conftest import free_port, service_env, token_for, wait_for_port
+from .conftest import fast_read_counts, free_port, service_env, token_for, wait_for_port
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the servers read what the test wrote
 
@@ -60,9 +60,7 @@ class Servers:
         self.http = requests.Session()
 
     def counts(self) -> dict[str, float]:
-        text = self.http.get(f"http://127.0.0.1:{self.fast}/metrics", timeout=10).text
-        found = dict(re.findall(r'^gedge_api_fast_reads_total\{result="(\w+)"\} (\S+)$', text, re.M))
-        return {k: float(found.get(k, 0)) for k in ("answered", "passed")}
+        return fast_read_counts(self.http, self.fast)
 
     def get(self, port: int, path: str, headers: dict) -> requests.Response:
         return self.http.get(f"http://127.0.0.1:{port}{path}", headers=headers, timeout=10, allow_redirects=False)
