@@ -238,6 +238,7 @@ GEDGE_REAPER_INTERVAL_S = env_float("GEDGE_REAPER_INTERVAL_S", 5)
 # Fault tests only (jobs/faults.py): jobs whose file name contains the marker crash the worker at that stage.
 GEDGE_FAULT_CRASH_MARKER = env_str("GEDGE_FAULT_CRASH_MARKER", "")
 GEDGE_FAULT_CRASH_STAGE = env_str("GEDGE_FAULT_CRASH_STAGE", "inference")
+GEDGE_FAULT_CRASH_LOG = env_str("GEDGE_FAULT_CRASH_LOG", "")
 GEDGE_MAX_UPLOAD_BYTES = env_int("GEDGE_MAX_UPLOAD_BYTES", 2 * 1024**3)
 GEDGE_MAX_FRAMES = env_int("GEDGE_MAX_FRAMES", 200_000)
 GEDGE_MAX_WIDTH = env_int("GEDGE_MAX_WIDTH", 7680)

@@ -2,6 +2,8 @@
 
 A job whose original file name contains the marker makes the worker *process* die (os._exit) when the
 named stage starts: a poison job, as an out-of-memory kill or a native crash in a decoder would be.
+Each crash is first recorded as one line in GEDGE_FAULT_CRASH_LOG, where that is set: the worker's own log
+line goes through Dramatiq's logging pipe to its parent process, which may die before it forwards it.
 """
 from __future__ import annotations
 
@@ -17,4 +19,9 @@ def maybe_crash(original_name: str, stage: str, job_id: int) -> None:
     marker = settings.GEDGE_FAULT_CRASH_MARKER
     if marker and marker in original_name and stage == settings.GEDGE_FAULT_CRASH_STAGE:
         logger.error("fault injection: crashing this worker process", extra={"job_id": job_id, "stage": stage})
+        record = settings.GEDGE_FAULT_CRASH_LOG
+        if record:
+            fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(fd, f"{job_id} {stage} {os.getpid()}\n".encode())  # in the kernel before the exit
+            os.close(fd)
         os._exit(70)

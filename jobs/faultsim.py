@@ -28,10 +28,11 @@ from django.db.models import Q
 from stages.synthetic import make_video
 
 from .models import TERMINAL, Job, JobEvent, Status
-from .transitions import STAGE_BY_RUNNING
+from .transitions import STAGE_BY_RUNNING, STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 POISON = "poison-pill"
+POISON_STAGE = "inference"  # the stage whose start the poison job crashes
 QUEUES = (("preprocess",), ("inference",), ("postprocess",))
 
 
@@ -69,6 +70,8 @@ class Report:
     undecodable: dict[int, str] = field(default_factory=dict)
     kills: int = 0
     worker_crashes: int = 0
+    poison_attempts: int = 0  # times the poison job's crashing stage started
+    poison_attempts_killed: int = 0  # kills of a worker that held the poison job
     recovery_s: list[float] = field(default_factory=list)  # kill -> the stage running again elsewhere
     takeover_s: list[float] = field(default_factory=list)  # kill -> lease expired and re-dispatched
     redis_restarted: bool = False
@@ -89,6 +92,8 @@ class Report:
             "outputs_that_fail_to_decode": len(self.undecodable),
             "workers_sigkilled": self.kills,
             "worker_crashes_by_poison": self.worker_crashes,
+            "poison_attempts": self.poison_attempts,
+            "poison_attempts_killed": self.poison_attempts_killed,
             "jobs_interrupted_by_kills": len(recovery),
             "max_recovery_wait_s": round(recovery[-1], 2) if recovery else None,
             "median_recovery_wait_s": round(recovery[len(recovery) // 2], 2) if recovery else None,
@@ -124,6 +129,7 @@ class FaultRun:
         self.reaper: subprocess.Popen | None = None
         self.report = Report()
         self.pending_recovery: list[tuple[int, float]] = []  # (job id, kill time)
+        self.crash_log = log_dir.resolve() / "poison-crashes.log"  # one line per crash, written by the worker
 
     # --- processes ---
 
@@ -136,7 +142,8 @@ class FaultRun:
             GEDGE_REAPER_INTERVAL_S="1",
             GEDGE_RETRY_BACKOFF_MS="300",
             GEDGE_FAULT_CRASH_MARKER=POISON,
-            GEDGE_FAULT_CRASH_STAGE="inference",
+            GEDGE_FAULT_CRASH_STAGE=POISON_STAGE,
+            GEDGE_FAULT_CRASH_LOG=str(self.crash_log),
             GEDGE_PROGRESS_INTERVAL_S="0.5",
             GEDGE_INTRA_OP_THREADS="1",
             DRAMATIQ_NPROCS="1",
@@ -242,6 +249,7 @@ class FaultRun:
 
         started = time.monotonic()
         self.poison_id = None
+        self.crash_log.unlink(missing_ok=True)  # a log folder given twice counts this run's crashes only
         user, _ = get_user_model().objects.get_or_create(username="fault-test")
         try:
             for worker in self.workers:
@@ -311,9 +319,13 @@ class FaultRun:
         if self.poison_id is not None:
             poison = Job.objects.get(pk=self.poison_id)
             self.report.poison_status = f"{poison.status} after {poison.iteration} restarts: {poison.error}"
-        crashes = sum((self.log_dir / f).read_text(errors="replace").count("fault injection")
-                      for f in os.listdir(self.log_dir) if f.endswith(".log"))
-        self.report.worker_crashes = crashes
+            self.report.poison_attempts = JobEvent.objects.filter(
+                job_id=self.poison_id, to_status=STAGES[POISON_STAGE].running).count()
+            self.report.poison_attempts_killed = sum(job_id == self.poison_id for job_id, _ in self.pending_recovery)
+        # Counted from the crash record, not from the workers' logs: a worker's last log line goes through
+        # Dramatiq's pipe to its parent, and a kill of that parent right after the crash loses it.
+        self.report.worker_crashes = (len(self.crash_log.read_text().splitlines())
+                                      if self.crash_log.exists() else 0)
 
 
 def _decode_problem(job: Job) -> str:

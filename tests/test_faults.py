@@ -190,7 +190,12 @@ def test_short_fault_run(tmp_path, redis_clean):
     assert report["duplicate_stage_completions"] == 0 and report["outputs_that_fail_to_decode"] == 0
     assert report["reached_exit"] == 7 and report["failed"] == 1  # only the poison job fails
     assert report["poison_job"].startswith("Failed") and "gave up" in report["poison_job"]
-    assert report["worker_crashes_by_poison"] == settings.GEDGE_MAX_ITERATIONS + 1
+    # The job failed on its first lost attempt past the limit. Every attempt of its poison stage ended in a
+    # crash, or in one of the test's own kills where that landed on the worker holding the job (a kill may
+    # also land just after the crash, while the worker's parent process is going down).
+    assert f"gave up after {settings.GEDGE_MAX_ITERATIONS + 1} attempts" in report["poison_job"]
+    crashes, killed = report["worker_crashes_by_poison"], report["poison_attempts_killed"]
+    assert 1 <= report["poison_attempts"] - killed <= crashes <= report["poison_attempts"], report
     assert report["redis_restarted"] and report["workers_sigkilled"] >= 2
     if report["jobs_interrupted_by_kills"]:  # a kill landed mid-stage: that job resumed elsewhere
         assert report["max_recovery_wait_s"] < 60
