@@ -454,8 +454,12 @@ class FastJobReads:
             kwargs = {k: v for k, v in {"dbname": db["NAME"], "user": db["USER"], "password": db["PASSWORD"],
                                         "host": db["HOST"], "port": db["PORT"]}.items() if v}
             kwargs.update(autocommit=True, options="-c TimeZone=UTC")
-            pool = AsyncConnectionPool(kwargs=kwargs, min_size=1, max_size=settings.GEDGE_FAST_READS_POOL,
-                                       open=False, name="gedge-fast-reads")
+            # All the connections kept open (min = max): a burst after a quiet spell, or the first one after
+            # a start, does not wait for new PostgreSQL connections (psycopg_pool closes idle ones above the
+            # minimum after 10 minutes).
+            size = settings.GEDGE_FAST_READS_POOL
+            pool = AsyncConnectionPool(kwargs=kwargs, min_size=size, max_size=size, open=False,
+                                       name="gedge-fast-reads")
             self._pools[loop] = pool
             await pool.open()
         return pool
