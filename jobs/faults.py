@@ -4,11 +4,15 @@ A job whose original file name contains the marker makes the worker *process* di
 named stage starts: a poison job, as an out-of-memory kill or a native crash in a decoder would be.
 Each crash is first recorded as one line in GEDGE_FAULT_CRASH_LOG, where that is set: the worker's own log
 line goes through Dramatiq's logging pipe to its parent process, which may die before it forwards it.
+
+GEDGE_FAULT_SLOW_STAGE (``stage:seconds``) makes that stage sleep at each of its progress reports: a stage
+that runs for a known while whatever the CPU, for tests that act on a worker in the middle of one.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 from django.conf import settings
 
@@ -25,3 +29,9 @@ def maybe_crash(original_name: str, stage: str, job_id: int) -> None:
             os.write(fd, f"{job_id} {stage} {os.getpid()}\n".encode())  # in the kernel before the exit
             os.close(fd)
         os._exit(70)
+
+
+def maybe_slow(stage: str) -> None:
+    name, _, seconds = settings.GEDGE_FAULT_SLOW_STAGE.partition(":")
+    if name == stage:
+        time.sleep(float(seconds))

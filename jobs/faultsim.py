@@ -71,7 +71,7 @@ class Report:
     kills: int = 0
     worker_crashes: int = 0
     poison_attempts: int = 0  # times the poison job's crashing stage started
-    poison_attempts_killed: int = 0  # kills of a worker that held the poison job
+    poison_attempts_killed: int = 0  # kills of a worker that held the poison job in that stage
     recovery_s: list[float] = field(default_factory=list)  # kill -> the stage running again elsewhere
     takeover_s: list[float] = field(default_factory=list)  # kill -> lease expired and re-dispatched
     redis_restarted: bool = False
@@ -177,11 +177,12 @@ class FaultRun:
         if not alive:
             return
         running = _retrying(lambda: list(Job.objects.filter(status__in=list(STAGE_BY_RUNNING))
-                                          .values_list("pk", "lease_owner")))
-        held = {id(w): [job_id for job_id, owner in running
+                                          .values_list("pk", "lease_owner", "status")))
+        held = {id(w): [(job_id, status) for job_id, owner, status in running
                         if any(f":{pid}:" in owner for pid in _group_pids(w.proc.pid))] for w in alive}
         worker = self.rng.choice(alive)
-        self.pending_recovery.extend((job_id, now) for job_id in held[id(worker)])
+        self.pending_recovery.extend((job_id, now) for job_id, _ in held[id(worker)])
+        self.report.poison_attempts_killed += (self.poison_id, STAGES[POISON_STAGE].running) in held[id(worker)]
         os.killpg(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait()
         worker.died_at = now
@@ -321,7 +322,6 @@ class FaultRun:
             self.report.poison_status = f"{poison.status} after {poison.iteration} restarts: {poison.error}"
             self.report.poison_attempts = JobEvent.objects.filter(
                 job_id=self.poison_id, to_status=STAGES[POISON_STAGE].running).count()
-            self.report.poison_attempts_killed = sum(job_id == self.poison_id for job_id, _ in self.pending_recovery)
         # Counted from the crash record, not from the workers' logs: a worker's last log line goes through
         # Dramatiq's pipe to its parent, and a kill of that parent right after the crash loses it.
         self.report.worker_crashes = (len(self.crash_log.read_text().splitlines())

@@ -23,7 +23,7 @@ from stages.video import probe_video
 from . import metrics
 from .broadcast import push_job
 from .detector import get_detector, model_input_size
-from .faults import maybe_crash
+from .faults import maybe_crash, maybe_slow
 from .leases import HandBack, Lease, owner_name
 from .models import ACTIVE, TERMINAL, Job, Status
 from .transitions import (
@@ -147,6 +147,7 @@ class _Progress:
         self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
+        maybe_slow(self.stage.name)
         self.lease.check()
         now = time.monotonic()
         if done < total and now - self.last < settings.GEDGE_PROGRESS_INTERVAL_S:

@@ -2,7 +2,7 @@
 path, for tests/test_fast_lane.py. Run as ``python tests/fast_lane_server.py ENDPOINT DELAY_S [IDLE_S]``: the
 stub answers ``GET /api/jobs/`` after DELAY_S seconds and passes every other path on to the ASGI application,
 which answers ``from-daphne``; IDLE_S, the connections' idle timeout. Each access-log line is printed as
-``LOG <path> <status> <client>``."""
+``LOG <path> <status> <client>``, and each request the stub is asked for as ``ASKED <path>``."""
 import asyncio
 import contextvars
 import sys
@@ -31,6 +31,7 @@ class Reads:
     async def answer(self, scope):
         if scope["path"] != "/api/jobs/":
             return None
+        print("ASKED", scope["path"], flush=True)
         await asyncio.sleep(DELAY_S)
         body = b'{"from":"lane","client":"%s"}' % str(scope["client"]).encode()
         return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())], body

@@ -131,7 +131,9 @@ def test_postprocessing_complete_left_behind_is_finalised(owner, tmp_path, redis
 
 
 def test_sigterm_during_inference_hands_the_job_back(owner, tmp_path, media_root, processes, redis_clean):
-    env = service_env(media_root, GEDGE_PROGRESS_INTERVAL_S="0")
+    # Inference sleeps 0.3 s per chunk of 32 frames: the stage is still running when Dramatiq's worker
+    # process gets to its shutdown (it looks once a second), however fast this machine infers.
+    env = service_env(media_root, GEDGE_PROGRESS_INTERVAL_S="0", GEDGE_FAULT_SLOW_STAGE="inference:0.3")
     processes.worker(["preprocess"], env)
     processes.worker(["postprocess"], env)
     first = processes.worker(["inference"], env, name="inference-1")

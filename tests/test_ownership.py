@@ -129,7 +129,7 @@ def test_websocket_shows_and_pushes_only_own_jobs(owner, other, staff):
         comm = WebsocketCommunicator(application, "/ws/jobs/", headers=[
             (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", f"sessionid={cookie}".encode()),
         ])
-        connected, _ = await comm.connect()
+        connected, _ = await comm.connect(timeout=10)
         assert connected
         snapshot = await comm.receive_json_from(timeout=10)
         assert snapshot["type"] == "snapshot"
@@ -137,7 +137,7 @@ def test_websocket_shows_and_pushes_only_own_jobs(owner, other, staff):
 
     async def scenario():
         anonymous = WebsocketCommunicator(application, "/ws/jobs/", headers=[(b"origin", b"http://127.0.0.1")])
-        accepted, _ = await anonymous.connect()
+        accepted, _ = await anonymous.connect(timeout=10)
         assert not accepted
         (owner_ws, owner_ids), (other_ws, other_ids), (staff_ws, staff_ids) = [
             await connect(u) for u in (owner, other, staff)]

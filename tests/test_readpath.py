@@ -390,6 +390,10 @@ def test_requests_that_arrive_while_a_statement_is_on_its_way_share_the_next(own
     async def run() -> list[bytes]:
         try:
             first = asyncio.ensure_future(get(f"/api/jobs/{jobs[0].pk}/"))
+            for _ in range(5000):  # its statement on its way (the pool's first connection may take a while)
+                if statements:
+                    break
+                await asyncio.sleep(0.001)
             later = []
             for job in jobs[1:]:
                 await asyncio.sleep(0.01)

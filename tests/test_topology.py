@@ -161,9 +161,13 @@ def test_pods_as_processes_run_several_jobs_and_report_metrics(owner, media_root
     # Worker logs: one JSON object per line from the worker processes, job lines carrying the job id. Only the
     # supervisor around them writes plain text: rundramatiq's banner and Dramatiq's main and fork processes.
     supervisor = re.compile(r"^( \* |\[[^]]+\] \[PID \d+\] \[\w+\] \[dramatiq\.(MainProcess|ForkProcess\(\d+\))\] |$)")
+    logged: dict[str, int] = {}
     for name in workers:
         lines = (processes.log_dir / f"{name}.log").read_text().splitlines()
         records = [json.loads(line) for line in lines if line.startswith("{")]
         assert [line for line in lines if not line.startswith("{") and not supervisor.match(line)] == []
         transitions = [r for r in records if r["logger"] == "jobs.transitions"]
-        assert transitions and all(r["job_id"] in ids for r in transitions), name
+        assert all(r["job_id"] in ids for r in transitions), name
+        logged[name] = len(transitions)
+    # Which CPU worker takes which message is up to Dramatiq's polling, so one of the two may have had none.
+    assert logged["gpu"] and sum(n for name, n in logged.items() if name != "gpu"), logged
