@@ -163,7 +163,7 @@ if REDIS_URL:
     # Shared by every web process, so a per-user submit rate limit holds across replicas.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "gedge_site.cache.SharedRedisCache",  # one connection pool per process
             "LOCATION": env_str("CACHE_REDIS_URL", REDIS_URL),
             "KEY_PREFIX": env_str("GEDGE_CACHE_PREFIX", "gedge"),
         }
