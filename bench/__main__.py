@@ -276,7 +276,8 @@ def socket_idle(service: Service, job_id: int, cycles: int) -> tuple[list[float]
 
     Returns (the first WARM_PUSHES delays, the rest). The first pushes after a fresh web process's first
     subscription wait for channels_redis's pub/sub receiver, which starts by polling every 100 ms until the
-    subscription is confirmed: a once-per-process cost, reported apart from the steady state."""
+    subscription is confirmed (again whenever the web goes from no subscribed socket to one): reported apart from
+    the steady state."""
     seen = len(service.socket.pushes)
     for _ in range(cycles + WARM_PUSHES // 2):
         for action in ("cancel", "retry"):
