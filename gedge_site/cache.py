@@ -12,14 +12,15 @@ from __future__ import annotations
 import threading
 
 from django.core.cache.backends.redis import RedisCache
+from django.utils.functional import cached_property
 
 _clients: dict[tuple, object] = {}
 _lock = threading.Lock()
 
 
 class SharedRedisCache(RedisCache):
-    @property
-    def _cache(self):  # RedisCache's own is a cached_property: one client per cache object
+    @cached_property
+    def _cache(self):  # RedisCache's own builds a client per cache object; this one finds the process's
         key = (tuple(self._servers), repr(sorted(self._options.items())))
         client = _clients.get(key)
         if client is None:

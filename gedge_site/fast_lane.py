@@ -208,9 +208,7 @@ def _send(transport, data: bytes) -> None:
         return
     try:
         sent = transport.socket.send(data)
-    except BlockingIOError:
-        sent = 0
-    except OSError:  # the connection failed: Twisted's own write path finds out and reports it
+    except OSError:  # it would block, or the connection failed: Twisted's own write path sends or reports it
         sent = 0
     if sent < len(data):
         transport.write(data[sent:])

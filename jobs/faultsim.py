@@ -178,11 +178,11 @@ class FaultRun:
             return
         running = _retrying(lambda: list(Job.objects.filter(status__in=list(STAGE_BY_RUNNING))
                                           .values_list("pk", "lease_owner", "status")))
-        held = {id(w): [(job_id, status) for job_id, owner, status in running
-                        if any(f":{pid}:" in owner for pid in _group_pids(w.proc.pid))] for w in alive}
         worker = self.rng.choice(alive)
-        self.pending_recovery.extend((job_id, now) for job_id, _ in held[id(worker)])
-        self.report.poison_attempts_killed += (self.poison_id, STAGES[POISON_STAGE].running) in held[id(worker)]
+        pids = _group_pids(worker.proc.pid)
+        held = [(job_id, status) for job_id, owner, status in running if any(f":{pid}:" in owner for pid in pids)]
+        self.pending_recovery.extend((job_id, now) for job_id, _ in held)
+        self.report.poison_attempts_killed += (self.poison_id, STAGES[POISON_STAGE].running) in held
         os.killpg(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait()
         worker.died_at = now
