@@ -71,6 +71,17 @@ def test_street_through_separate_worker_processes(api, media_root, processes, re
         group = f"/proc/{worker.pid}/autogroup"  # a session of its own: its scheduling group yields too
         if os.path.exists(group):
             assert open(group).read().split()[-1] == "10"
+        # ... and under SCHED_IDLE (GEDGE_WORKER_SCHED_IDLE), the Dramatiq process and the worker processes it
+        # forked, every thread of them: a waking web request takes the core at once.
+        children = open(f"/proc/{worker.pid}/task/{worker.pid}/children").read().split()
+        assert children, "the Dramatiq process has forked its worker processes"
+        for pid in [worker.pid, *map(int, children)]:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                try:
+                    policy = os.sched_getscheduler(int(tid))
+                except ProcessLookupError:  # a thread that ended meanwhile
+                    continue
+                assert policy == os.SCHED_IDLE, (pid, tid)
 
 
 def test_embedded_make_run_mode(tmp_path):

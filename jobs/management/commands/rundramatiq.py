@@ -5,10 +5,16 @@ empty, so each hand-off between two stages of a job could wait up to a second. W
 job through the three workers went from 21.3 to 30.0 frames/s in the benchmark (docs/performance.md); the
 cost is a few Redis round trips per second per idle queue. An operator's own setting wins.
 
-Workers also lower their CPU priority (``GEDGE_WORKER_NICE``, 10 by default; 0 leaves it): stage work is
-throughput, an API request is someone waiting. Where the web process shares cores with workers (one edge box,
-or Pods on one node without CPU limits), a request then no longer queues behind frames; when the web is idle
-the workers get the whole CPU as before (docs/performance.md, "API latency").
+Workers also lower their CPU priority: stage work is throughput, an API request is someone waiting. Where the
+web process shares cores with workers (one edge box, or Pods on one node without CPU limits), a request then no
+longer queues behind frames; when the web is idle the workers get the whole CPU as before (docs/performance.md,
+"API latency"). Two settings, each on its own:
+
+- ``GEDGE_WORKER_NICE`` (10 by default; 0 leaves it): niceness, a smaller share of the CPU beside the web;
+- ``GEDGE_WORKER_SCHED_IDLE`` (on by default, Linux): the ``SCHED_IDLE`` policy, under which any other task
+  that wakes up (the web, PostgreSQL, Redis) takes the core from a worker at once instead of at the end of
+  the worker's time slice. A worker keeps a sliver of CPU (its heartbeat and lease renewals go on) even when
+  other work fills every core.
 """
 import os
 
@@ -23,6 +29,8 @@ class Command(DjangoDramatiqCommand):
         os.environ.setdefault("dramatiq_worker_timeout", str(IDLE_POLL_MS))  # read by the dramatiq CLI it execs
         if settings.GEDGE_WORKER_NICE > 0:
             lower_priority(settings.GEDGE_WORKER_NICE)
+        if settings.GEDGE_WORKER_SCHED_IDLE:
+            idle_policy()
         return super().handle(*args, **options)
 
 
@@ -42,3 +50,13 @@ def lower_priority(nice: int) -> None:
                 fh.write(str(nice))
         except OSError:  # no autogroup in this kernel, or not allowed: niceness alone
             pass
+
+
+def idle_policy() -> None:
+    """``SCHED_IDLE`` for this process, kept across the exec and by every worker process and thread it starts
+    (the policy is per thread on Linux: set here, in the one thread that execs). Not on this platform, or not
+    allowed: the niceness alone."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
