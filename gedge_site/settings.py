@@ -152,7 +152,7 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": {"core": "channels_redis.core.RedisChannelLayer",
-                        "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer"}[GEDGE_CHANNEL_LAYER],
+                        "pubsub": "gedge_site.channel_layer.KeptSubscriptionLayer"}[GEDGE_CHANNEL_LAYER],
             # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's blocking
             # BZPOPMIN: every idle WebSocket consumer died with TimeoutError after 5 s (channels_redis#422).
             # A longer bound keeps the blocking read alive and still notices a dead Redis.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db.models import F
@@ -141,5 +142,39 @@ def test_progress_pushes_carry_growing_versions(owner, redis_clean):
             versions.append(message["job"]["version"])
         assert versions == sorted(versions) and len(set(versions)) == 3
         await communicator.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_the_process_stays_subscribed_between_sockets(owner, redis_clean):
+    """The last socket of a process closes (a user going from one page to the next), then the next one opens:
+    the process's Redis pub/sub connection keeps a subscription in between (gedge_site/channel_layer.py), so
+    channels_redis's receiver goes on waiting on Redis instead of looking every 100 ms, and the next socket's
+    first pushes are not held back. Redis's own view is asked: PUBSUB NUMSUB."""
+    from channels.layers import get_channel_layer
+    from django.conf import settings
+
+    layer = get_channel_layer()
+    if settings.GEDGE_CHANNEL_LAYER != "pubsub":
+        pytest.skip("the core layer blocks on Redis lists, it has no pub/sub receiver")
+    job = make_job(owner)
+    watcher = redis.Redis.from_url(settings.REDIS_URL)
+
+    def ours() -> list[bytes]:  # this process's channels_redis subscriptions, as Redis lists them
+        return sorted(watcher.pubsub_channels(f"{layer._kwargs['prefix']}*"))
+
+    first, second = socket(owner), socket(owner)
+
+    async def scenario():
+        await connect(first)
+        assert len(await sync_to_async(ours)()) == 3  # the kept channel, the socket's own, the user's group
+        await first.disconnect()
+        assert await sync_to_async(ours)() == [layer.kept_channel.encode()]
+        assert await sync_to_async(watcher.pubsub_numsub)(layer.kept_channel) == [(layer.kept_channel.encode(), 1)]
+
+        await connect(second)
+        await sync_to_async(transition)(job.pk, Status.ENQUEUE, Status.CANCELLED)
+        assert (await second.receive_json_from(timeout=TIMEOUT))["job"]["status"] == "Cancelled"
+        await second.disconnect()
 
     async_to_sync(scenario)()
