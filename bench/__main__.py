@@ -290,6 +290,26 @@ def socket_idle(service: Service, job_id: int, cycles: int) -> tuple[list[float]
     return delays[:WARM_PUSHES], delays[WARM_PUSHES:]
 
 
+def socket_reconnects(service: Service, job_id: int, times: int) -> list[float]:
+    """The first push after the web's only socket closed and a new one connected (a user going from one page
+    to the next), ``times`` over: one transition each, committed as soon as the new socket has its snapshot."""
+    from .service import SocketClient
+
+    delays = []
+    for _ in range(times):
+        service.socket.stop()
+        service.socket = SocketClient(service.socket.url, service.socket.cookie, service.socket.origin)
+        service.socket.start()
+        seen = len(service.socket.pushes)
+        action = "retry" if service.get_job(job_id).get("status") == "Cancelled" else "cancel"
+        service.http.post(f"{service.base}/api/jobs/{job_id}/{action}/", timeout=10).raise_for_status()
+        deadline = time.monotonic() + 5
+        while len(service.socket.pushes) == seen and time.monotonic() < deadline:
+            time.sleep(0.005)
+        delays += [push_delay_s(p) for p in service.socket.pushes[seen:seen + 1]]
+    return delays
+
+
 def print_api(figures: dict) -> None:
     for name, d in figures.items():
         endpoint, load = name.split(" | ")
@@ -336,6 +356,10 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
             out(f"== WebSocket push, transition commit -> client, idle: {fmt_lat(results['ws_push_idle'])}")
             out(f"   the first {len(first)} pushes after the socket connected to the fresh web process (ms): "
                 f"{', '.join(f'{d:.1f}' for d in results['ws_push_idle_first'])}")
+            again = socket_reconnects(service, job_id, 5 if cfg.quick else 20)
+            results["ws_push_after_reconnect"] = summary_ms(again)
+            out(f"   the first push after the only socket closed and a new one connected: "
+                f"{fmt_lat(results['ws_push_after_reconnect'])}")
         service.start_workers()
         warm = service.wait_done([service.submit(tiny)[0]], 300)  # loads the model in the inference worker
         results["worker_peak_mb_warm"] = service.worker_peak_mb()
