@@ -1,6 +1,6 @@
 """G-Edge benchmark: the one-file script vs `process_video` vs the full service, on this machine, in one go.
 
-    python -m bench            the full run (10-20 minutes on 2 quiet cores)
+    python -m bench            the full run (10-25 minutes on 2 quiet cores)
     python -m bench --quick    the same sections, shorter (a couple of minutes): checks the harness
     python -m bench --only levers throughput ...   some sections only
     python -m bench --json out.json                also write every figure as JSON
