@@ -7,6 +7,7 @@ Prints figures; `python manage.py fault_test --help` for the knobs.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import random
@@ -156,7 +157,8 @@ class FaultRun:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")
         return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env(), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_end_with_parent(os.getpid()))
 
     def start_worker(self, worker: Worker) -> None:
         worker.proc = self._spawn("worker-" + "-".join(worker.queues), ["rundramatiq", "--queues", *worker.queues])
@@ -362,3 +364,25 @@ def _wait(check, timeout: float = 30) -> bool:
             return True
         time.sleep(0.3)
     return False
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent: int):
+    """For the spawned process, before it execs (Linux): SIGTERM when this command ends, however it ends.
+
+    A run killed by its caller (a test's timeout, an operator's SIGKILL) then leaves no worker or reaper
+    behind to take messages meant for whatever runs next; the Dramatiq process stops its forked workers on
+    that SIGTERM as on any other. The signal is kept across the exec. Elsewhere: nothing (the old
+    behaviour)."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent ended before the line above: no signal would come
+            os._exit(1)
+
+    return preexec

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -235,3 +237,45 @@ def test_uploads_during_a_database_outage_get_503(api, settings, monkeypatch):
     assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
     assert Job.objects.count() == 0
     assert not any((settings.MEDIA_ROOT / "uploads").rglob("*.mp4")), "no stray upload left behind"
+
+
+def test_a_killed_fault_run_leaves_no_process_behind(tmp_path):
+    """The fault command killed outright (as a test's timeout or an operator would): the workers and reaper it
+    started end with it, instead of staying to take the messages of whatever runs next. Its processes are
+    found by a marker in their environment."""
+    marker = uuid.uuid4().hex
+    env = service_env(tmp_path / "media", GEDGE_TEST_MARKER=marker,
+                      GEDGE_DRAMATIQ_NAMESPACE=f"gedge-test-{marker[:8]}")
+
+    def marked() -> list[int]:
+        pids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as fh:
+                    if f"GEDGE_TEST_MARKER={marker}".encode() in fh.read().split(b"\0"):
+                        pids.append(int(pid))
+            except OSError:  # gone meanwhile, or not ours to read
+                pass
+        return pids
+
+    run = subprocess.Popen(
+        [sys.executable, "manage.py", "fault_test", "--jobs", "2", "--frames", "30", "--kill-every", "1000",
+         "--restart-redis-at", "-1", "--restart-postgres-at", "-1", "--no-poison", "--timeout", "120",
+         "--logs", str(tmp_path / "logs")],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        # The command itself, its workers (each a Dramatiq process and its forked worker) and the reaper.
+        while len(set(marked()) - {run.pid}) < 4 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.2)
+        started = set(marked()) - {run.pid}
+        assert len(started) >= 4, started
+        run.kill()
+        run.wait(10)
+        deadline = time.monotonic() + 60
+        while marked() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not marked(), "processes of the killed fault run are still running"
+    finally:
+        for pid in marked():
+            os.kill(pid, signal.SIGKILL)
