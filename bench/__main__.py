@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .media import STREET, frame_count, looped_clip
-from .service import BENCH_USER, ROOT, Bench, Service, default_model, free_port, push_delay_s
+from .service import BENCH_USER, ROOT, Bench, Service, SocketClient, default_model, free_port, push_delay_s
 from .stats import WRK_SCRIPT, cpu_count, parse_wrk, ratio, summary_ms
 
 SECTIONS = ("throughput", "latency", "memory", "levers")
@@ -293,8 +293,6 @@ def socket_idle(service: Service, job_id: int, cycles: int) -> tuple[list[float]
 def socket_reconnects(service: Service, job_id: int, times: int) -> list[float]:
     """The first push after the web's only socket closed and a new one connected (a user going from one page
     to the next), ``times`` over: one transition each, committed as soon as the new socket has its snapshot."""
-    from .service import SocketClient
-
     delays = []
     for _ in range(times):
         service.socket.stop()
@@ -411,7 +409,7 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
                 seen = len(service.socket.pushes)
                 with BusyLoad(service, video) as load:
                     figures = api_latency(service.base, service.token, job_id, cfg.wrk_seconds,
-                                          LOADS if name == default else busy_loads, lockstep=True)
+                                          LOADS if name == default else busy_loads)
                 pushes = [p for p in service.socket.pushes[seen:] if p.job["status"] != "Enqueue"]
                 results["api_busy_priority"][name] = {"api": figures, "fps": load.fps,
                                                       "ws_push": summary_ms([push_delay_s(p) for p in pushes])}
