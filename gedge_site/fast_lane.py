@@ -163,7 +163,7 @@ class _Lane:
             if self.lost:
                 return  # the client went away meanwhile
             if answer is None:
-                passed = PASSED_ON.set(True)  # copied by the application task that Daphne starts in this call
+                passed = PASSED_ON.set([True])  # one-shot: used up by the application task Daphne starts here
                 try:
                     self.received(data)
                 finally:

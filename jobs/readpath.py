@@ -54,8 +54,20 @@ BODIES_KEPT = 64  # per shared page statement: its bodies for the ways (URL, hea
 HOST_HEADERS = (b"host", b"x-forwarded-host")
 JOINED_HEADERS = (b"authorization", b"accept")  # read here; sent twice, they mean something else to Django
 _ANSWERED, _PASSED = FAST_READS.labels("answered"), FAST_READS.labels("passed")
-# Set where gedge_site/fast_lane.py has asked already and hands the request to Daphne: not asked twice.
-PASSED_ON: ContextVar[bool] = ContextVar("gedge_fast_read_passed_on", default=False)
+# Set where gedge_site/fast_lane.py has asked already and hands the request to Daphne: not asked twice. The
+# mark is a one-shot token ([True], emptied by the first application task that sees it, the one Daphne starts
+# for that request): Twisted starts the next request pipelined on the connection from the reply to this one,
+# in a copy of this context, and that request is asked as usual.
+PASSED_ON: ContextVar[list[bool] | None] = ContextVar("gedge_fast_read_passed_on", default=None)
+
+
+def _taken_passed_on() -> bool:
+    """Whether this request was handed on by the lane; the mark is used up."""
+    token = PASSED_ON.get()
+    if token:
+        token.clear()
+        return True
+    return False
 
 
 def enabled() -> bool:
@@ -261,7 +273,7 @@ class FastJobReads:
         self._hosts: dict[tuple, bool] = {}  # (Host and X-Forwarded-Host headers, server) -> allowed
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and not PASSED_ON.get():
+        if scope["type"] == "http" and not _taken_passed_on():
             answer = await self.answer(scope)
             if answer is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": answer[0]})

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # The lane needs only the read path's context variable: no Django here.
 readpath = types.ModuleType("jobs.readpath")
-readpath.PASSED_ON = contextvars.ContextVar("passed_on", default=False)
+readpath.PASSED_ON = contextvars.ContextVar("passed_on", default=None)
 sys.modules.setdefault("jobs", types.ModuleType("jobs"))
 sys.modules["jobs.readpath"] = readpath
 

@@ -435,3 +435,38 @@ def test_distinct_pages_asked_together_are_answered_together(owner):
     counts = [json.loads(body)["count"] for body in together]
     assert counts == [70, 70, 24, 46, 0]
     assert [len(json.loads(body)["results"]) for body in together] == [50, 20, 24, 46, 0]
+
+
+def test_a_request_handed_on_by_the_lane_is_not_asked_again_but_the_next_one_is():
+    """The lane asked the read path, got no answer and handed the request to Daphne: Daphne's application task
+    for it does not ask again. Twisted starts the next request pipelined on that connection from the reply to
+    this one, so that request's task is created in a copy of this one's context: it is asked as usual (it was
+    answered by Django, in DRF's own header order, when the mark was a plain flag copied along)."""
+    import asyncio
+
+    from jobs.readpath import PASSED_ON, FastJobReads
+
+    asked, reached_django = [], []
+
+    async def django_app(scope, receive, send):
+        reached_django.append(scope["path"])
+        if scope["path"] == "/api/jobs/1/":  # the reply to the first request starts the pipelined one
+            await asyncio.ensure_future(reads({**scope, "path": "/api/jobs/2/"}, receive, send))
+
+    reads = FastJobReads(django_app)
+
+    async def answer(scope):
+        asked.append(scope["path"])
+
+    reads.answer = answer
+
+    async def lane_hands_on():
+        passed = PASSED_ON.set([True])  # as gedge_site/fast_lane.py does
+        try:
+            task = asyncio.ensure_future(reads({"type": "http", "path": "/api/jobs/1/"}, None, None))
+        finally:
+            PASSED_ON.reset(passed)
+        await task
+
+    asyncio.run(lane_hands_on())
+    assert asked == ["/api/jobs/2/"] and reached_django == ["/api/jobs/1/", "/api/jobs/2/"]
