@@ -98,6 +98,7 @@ class _Lane:
         self.held: list[bytes] = []
         self.held_bytes = 0
         self.plain: bool | None = None  # a plain TCP connection: known once it is made
+        self.addresses: tuple | None = None  # (client, server) as Daphne's scope has them: fixed per connection
 
     def data_received(self, data: bytes) -> None:
         if self.lost:
@@ -138,8 +139,12 @@ class _Lane:
 
     def _scope(self, path: bytes, query: bytes, headers: list) -> dict:
         """The scope Daphne's request would build (daphne.http_protocol.WebRequest.process)."""
-        transport, server = self.channel.transport, self.server
-        client, scheme = _address(transport.getPeer()), "http"
+        server = self.server
+        if self.addresses is None:  # asked once: getHost() is a system call, and both build address objects
+            transport = self.channel.transport
+            self.addresses = (_address(transport.getPeer()), _address(transport.getHost()))
+        client, host = self.addresses
+        client, host, scheme = client and list(client), host and list(host), "http"  # each scope its own lists
         if server.proxy_forwarded_address_header:  # --proxy-headers: the client and scheme as Daphne reads them
             values: dict[bytes, list[bytes]] = {}
             for name, value in headers:
@@ -149,7 +154,7 @@ class _Lane:
                 server.proxy_forwarded_proto_header, client, scheme)
         return {"type": "http", "http_version": "1.1", "method": "GET", "path": path.decode("ascii"),
                 "raw_path": path, "root_path": server.root_path, "scheme": scheme, "query_string": query,
-                "headers": headers, "client": client, "server": _address(transport.getHost())}
+                "headers": headers, "client": client, "server": host}
 
     async def answer(self, data: bytes, target: bytes, path: bytes, query: bytes, headers: list) -> None:
         started = time.time()

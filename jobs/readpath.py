@@ -50,6 +50,7 @@ JSON_TYPES = {"application/json", "application/*", "*/*"}
 PAGE = re.compile(r"^[1-9][0-9]{0,8}$")
 RENDERED_JOBS = 4096  # jobs whose JSON is kept (a few MB)
 HOSTS_KEPT = 64
+ACCEPTS_KEPT = 64
 BODIES_KEPT = 64  # per shared page statement: its bodies for the ways (URL, headers) it was asked
 HOST_HEADERS = (b"host", b"x-forwarded-host")
 JOINED_HEADERS = (b"authorization", b"accept")  # read here; sent twice, they mean something else to Django
@@ -327,7 +328,8 @@ class FastJobReads:
         key = _token(headers.get(b"authorization"))
         if key is None or not _wants_json(headers.get(b"accept")):
             return None
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        query_string = scope.get("query_string")
+        query = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True) if query_string else []
         params = dict(query)
         if len(params) != len(query):
             return None
@@ -507,11 +509,20 @@ def _token(value: bytes | None) -> str | None:
 
 
 def _wants_json(accept: bytes | None) -> bool:
-    """No Accept, or only JSON / wildcards: DRF would pick its JSONRenderer (HTML gets the browsable API)."""
+    """No Accept, or only JSON / wildcards: DRF would pick its JSONRenderer (HTML gets the browsable API).
+    Remembered per Accept value: clients send a few distinct ones (past ACCEPTS_KEPT, checked each time)."""
     if not accept:
         return True
-    types = {part.split(b";")[0].strip().decode("latin-1").lower() for part in accept.split(b",")}
-    return bool(types) and types <= JSON_TYPES
+    wanted = _ACCEPTS.get(accept)
+    if wanted is None:
+        types = {part.split(b";")[0].strip().decode("latin-1").lower() for part in accept.split(b",")}
+        wanted = bool(types) and types <= JSON_TYPES
+        if len(_ACCEPTS) < ACCEPTS_KEPT:
+            _ACCEPTS[accept] = wanted
+    return wanted
+
+
+_ACCEPTS: dict[bytes, bool] = {}
 
 
 def _security_headers() -> list[tuple[bytes, bytes]]:

@@ -42,6 +42,20 @@ def test_wrk_hook_output_is_parsed():
     assert (figures["p50"], figures["p95"], figures["p99"], figures["max"]) == (4.1, 9.0, 12.5, 20.0)
 
 
+def test_lockstep_bursts_are_told_apart():
+    """hey's lockstep CSV: rows by burst (offset x rate), the first burst apart from the later ones."""
+    from bench.__main__ import burst_figures
+
+    def row(offset: float, seconds: float) -> dict:
+        return {"offset": str(offset), "response-time": str(seconds)}
+
+    rows = [row(0.0005 * i, 0.020 + 0.0001 * i) for i in range(4)]  # the first burst: 20-20.3 ms
+    rows += [row(0.5 * k + 0.0003 * i, 0.004 + 0.001 * k) for k in (1, 2, 3) for i in range(4)]  # 5, 6, 7 ms
+    assert burst_figures(rows, 2.0) == {"first_burst_max": 20.3, "later_bursts": 3, "later_p99": 7.0,
+                                        "later_max": 7.0}
+    assert burst_figures(rows[:4], 2.0) == {}
+
+
 def test_dynamic_batch_copy_finds_what_batch_one_finds(tmp_path):
     """The batched copy of the fixed batch-1 model must give the same boxes, frame by frame."""
     rng = np.random.default_rng(7)

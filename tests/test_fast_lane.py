@@ -106,6 +106,7 @@ def test_the_lane_answers_as_daphne_does_in_order(owner, other, processes, media
     forwarded = head("/api/jobs/", "X-Forwarded-Proto: https\r\nX-Forwarded-For: 10.1.2.3\r\n")
     http = requests.Session()
     with socket.create_connection(("127.0.0.1", lane)) as a, socket.create_connection(("127.0.0.1", plain)) as b:
+        client = "{}:{}".format(*a.getsockname())
         # The same bytes, head and body, from both; another user's job and HTML left to Django, which the
         # read path is asked about once (the lane asked; Daphne's own path does not ask again).
         for request, result in ((own, "answered"), (page, "answered"), (not_own, "passed"), (html, "passed"),
@@ -148,6 +149,8 @@ def test_the_lane_answers_as_daphne_does_in_order(owner, other, processes, media
     # Daphne's access log has the lane's answers as it has its own.
     log = (processes.log_dir / "web-lane.log").read_text()
     assert len(re.findall(rf'"GET /api/jobs/{mine.pk}/" 200 \d+', log)) >= 6, log[-2000:]
+    # Every answer on the connection has its client (the lane reads the connection's addresses once).
+    assert len(re.findall(rf'^{re.escape(client)} .*"GET /api/jobs/{mine.pk}/" 200 \d+', log, re.M)) >= 6, log[-2000:]
     assert re.search(r'"GET /api/jobs/\?status=Exit" 200 \d+', log), log[-2000:]
     assert bool(re.search(r'^10\.1\.2\.3:0 .*"GET /api/jobs/" 200 \d+', log, re.M)) == proxy, log[-2000:]
 
