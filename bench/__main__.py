@@ -240,6 +240,8 @@ def floor_latency(seconds: int) -> dict:
         wait_http(url)
         figures = {f"constant | {load}": http_load(url, None, seconds, c, think) for load, (c, think) in LOADS.items()}
         figures["constant | 32 clients in lockstep, 2 req/s each (hey)"] = hey(url, None, seconds, 32, 2.0)
+        # The job read's "a job each" load has 32 hey processes: the same 32 processes on the constant.
+        figures["constant | 32 clients, closed loop, 32 hey processes"] = hey_each([url] * 32, None, seconds)
         return figures
     finally:
         proc.terminate()
