@@ -146,6 +146,40 @@ def test_progress_pushes_carry_growing_versions(owner, redis_clean):
     async_to_sync(scenario)()
 
 
+def test_the_first_socket_of_a_process_is_not_held_back(owner, redis_clean, monkeypatch):
+    """channels_redis's receiver sleeps 100 ms whenever it looks and finds no subscription. It is started
+    before the first subscription is made, so a process's first socket had its first pushes up to 100 ms
+    late; the layer subscribes its kept channel before it starts the receiver
+    (gedge_site/channel_layer.py). The receiver's naps are recorded: there must be none before the socket's
+    first push arrives."""
+    import asyncio
+    import sys
+
+    from django.conf import settings
+
+    if settings.GEDGE_CHANNEL_LAYER != "pubsub":
+        pytest.skip("the core layer blocks on Redis lists, it has no pub/sub receiver")
+    job = make_job(owner)
+    naps, sleep = [], asyncio.sleep
+
+    async def recorded_sleep(delay, *args, **kwargs):
+        if sys._getframe(1).f_code.co_name == "_do_receiving":  # the receiver, finding nothing subscribed
+            naps.append(delay)
+        return await sleep(delay, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "sleep", recorded_sleep)
+    first = socket(owner)
+
+    async def scenario():  # a new event loop: channels_redis makes new shards and a new receiver for it
+        await connect(first)
+        await sync_to_async(transition)(job.pk, Status.ENQUEUE, Status.CANCELLED)
+        assert (await first.receive_json_from(timeout=TIMEOUT))["job"]["status"] == "Cancelled"
+        await first.disconnect()
+
+    async_to_sync(scenario)()
+    assert naps == []
+
+
 def test_the_process_stays_subscribed_between_sockets(owner, redis_clean):
     """The last socket of a process closes (a user going from one page to the next), then the next one opens:
     the process's Redis pub/sub connection keeps a subscription in between (gedge_site/channel_layer.py), so
