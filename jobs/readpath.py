@@ -509,20 +509,14 @@ def _token(value: bytes | None) -> str | None:
 
 
 def _wants_json(accept: bytes | None) -> bool:
-    """No Accept, or only JSON / wildcards: DRF would pick its JSONRenderer (HTML gets the browsable API).
-    Remembered per Accept value: clients send a few distinct ones (past ACCEPTS_KEPT, checked each time)."""
-    if not accept:
-        return True
-    wanted = _ACCEPTS.get(accept)
-    if wanted is None:
-        types = {part.split(b";")[0].strip().decode("latin-1").lower() for part in accept.split(b",")}
-        wanted = bool(types) and types <= JSON_TYPES
-        if len(_ACCEPTS) < ACCEPTS_KEPT:
-            _ACCEPTS[accept] = wanted
-    return wanted
+    """No Accept, or only JSON / wildcards: DRF would pick its JSONRenderer (HTML gets the browsable API)."""
+    return not accept or _only_json(accept)
 
 
-_ACCEPTS: dict[bytes, bool] = {}
+@functools.lru_cache(maxsize=ACCEPTS_KEPT)  # clients send a few distinct Accept values: each parsed once
+def _only_json(accept: bytes) -> bool:
+    types = {part.split(b";")[0].strip().decode("latin-1").lower() for part in accept.split(b",")}
+    return bool(types) and types <= JSON_TYPES
 
 
 def _security_headers() -> list[tuple[bytes, bytes]]:
