@@ -296,10 +296,9 @@ WARM_PUSHES = 10
 def socket_idle(service: Service, job_id: int, cycles: int) -> tuple[list[float], list[float]]:
     """Cancel/retry one job with no worker running: each call commits one transition and pushes it.
 
-    Returns (the first WARM_PUSHES delays, the rest). The first pushes after a fresh web process's first
-    subscription wait for channels_redis's pub/sub receiver, which starts by polling every 100 ms until the
-    subscription is confirmed (again whenever the web goes from no subscribed socket to one): reported apart from
-    the steady state."""
+    Returns (the first WARM_PUSHES delays, the rest): the first pushes to a fresh web process's first socket
+    are reported apart from the steady state. With channels_redis's own pub/sub layer they waited up to 100 ms
+    for its receiver's first look (gedge_site/channel_layer.py subscribes before the receiver starts)."""
     seen = len(service.socket.pushes)
     for _ in range(cycles + WARM_PUSHES // 2):
         for action in ("cancel", "retry"):
