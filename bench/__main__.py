@@ -171,9 +171,14 @@ def burst_figures(rows: list[dict], rate: float) -> dict:
 
 def hey_each(urls: list[str], token: str | None, seconds: int) -> dict:
     """One hey client per URL, all at once, each in a closed loop (one hey process each): clients that each
-    poll a job of their own, so the requests that arrive together ask for different rows."""
+    poll a job of their own, so the requests that arrive together ask for different rows.
+
+    Each process runs Go with one processor (GOMAXPROCS=1): it drives one connection, one request at a time,
+    and Go's default here (one per core, 2) only adds a second scheduler thread per process that spins
+    looking for work, 32 of them on the 2 cores the server needs (docs/performance.md, "Ninth round")."""
+    env = {**os.environ, "GOMAXPROCS": "1"}
     procs = [subprocess.Popen(hey_command(url, token, seconds, 1), stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True) for url in urls]
+                              stderr=subprocess.DEVNULL, text=True, env=env) for url in urls]
     rows = []
     for proc in procs:
         stdout, _ = proc.communicate()

@@ -56,6 +56,29 @@ def test_lockstep_bursts_are_told_apart():
     assert burst_figures(rows[:4], 2.0) == {}
 
 
+def test_a_job_each_runs_one_single_processor_hey_per_url(monkeypatch):
+    """The "a job each" load: one hey process per URL, one client each, Go on one processor; every
+    process's rows counted."""
+    import bench.__main__ as bench_main
+
+    started = []
+
+    class FakeHey:
+        def __init__(self, args, env, **kwargs) -> None:
+            started.append((args, env))
+            self.returncode = 0
+
+        def communicate(self):
+            return "response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset\n" \
+                   "0.002,0,0,0,0,0,200,0.1\n0.004,0,0,0,0,0,200,0.2\n", None
+
+    monkeypatch.setattr(bench_main.subprocess, "Popen", FakeHey)
+    figures = bench_main.hey_each(["http://127.0.0.1:1/a/", "http://127.0.0.1:1/b/"], "tok", 2)
+    assert [args[-1] for args, _ in started] == ["http://127.0.0.1:1/a/", "http://127.0.0.1:1/b/"]
+    assert all(args[args.index("-c") + 1] == "1" and env["GOMAXPROCS"] == "1" for args, env in started)
+    assert figures["n"] == 4 and figures["rps"] == 2.0 and figures["errors"] == 0
+
+
 def test_dynamic_batch_copy_finds_what_batch_one_finds(tmp_path):
     """The batched copy of the fixed batch-1 model must give the same boxes, frame by frame."""
     rng = np.random.default_rng(7)
