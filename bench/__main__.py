@@ -133,18 +133,23 @@ def wrk(url: str, token: str | None, seconds: int, connections: int, think_ms: i
     return parse_wrk(done.stdout)
 
 
-def hey_command(url: str, token: str | None, seconds: int, clients: int, rate: float | None = None) -> list[str]:
-    """hey for ``seconds``, its clients each in a closed loop or sending ``rate`` requests/s, CSV out."""
+def hey_command(url: str, token: str | None, seconds: int, clients: int, rate: float | None = None,
+                batch: bool = False) -> list[str]:
+    """hey for ``seconds``, its clients each in a closed loop or sending ``rate`` requests/s, CSV out.
+    ``batch``: hey under SCHED_BATCH (``chrt --batch``): it gets its share of the cores as before, but a
+    response that wakes it does not preempt the server on its core (see ``client_batch_latency``)."""
     auth = ["-H", f"Authorization: Token {token}"] if token else []
     pace = ["-q", str(rate)] if rate else []
-    return ["hey", "-z", f"{seconds}s", "-c", str(clients), *pace, "-t", "10", "-o", "csv", *auth, url]
+    policy = ["chrt", "--batch", "0"] if batch else []
+    return [*policy, "hey", "-z", f"{seconds}s", "-c", str(clients), *pace, "-t", "10", "-o", "csv", *auth, url]
 
 
-def hey(url: str, token: str | None, seconds: int, clients: int, rate: float | None = None) -> dict:
+def hey(url: str, token: str | None, seconds: int, clients: int, rate: float | None = None,
+        batch: bool = False) -> dict:
     """hey's clients, each in a closed loop, or each sending ``rate`` requests/s (-q); every request recorded.
     With -q the clients tick in step: every 1/rate s all of them send at once, the worst case of simultaneous
     requests rather than a steady rate."""
-    done = subprocess.run(hey_command(url, token, seconds, clients, rate), check=True, capture_output=True,
+    done = subprocess.run(hey_command(url, token, seconds, clients, rate, batch), check=True, capture_output=True,
                           text=True)
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     figures = hey_figures(rows, seconds)
@@ -169,7 +174,7 @@ def burst_figures(rows: list[dict], rate: float) -> dict:
             "later_p99": rest["p99"], "later_max": rest["max"]}
 
 
-def hey_each(urls: list[str], token: str | None, seconds: int) -> dict:
+def hey_each(urls: list[str], token: str | None, seconds: int, batch: bool = False) -> dict:
     """One hey client per URL, all at once, each in a closed loop (one hey process each): clients that each
     poll a job of their own, so the requests that arrive together ask for different rows.
 
@@ -177,7 +182,7 @@ def hey_each(urls: list[str], token: str | None, seconds: int) -> dict:
     and Go's default here (one per core, 2) only adds a second scheduler thread per process that spins
     looking for work, 32 of them on the 2 cores the server needs (docs/performance.md, "Ninth round")."""
     env = {**os.environ, "GOMAXPROCS": "1"}
-    procs = [subprocess.Popen(hey_command(url, token, seconds, 1), stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(hey_command(url, token, seconds, 1, batch=batch), stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, env=env) for url in urls]
     rows = []
     for proc in procs:
@@ -215,7 +220,7 @@ def api_latency(base: str, token: str | None, job_id: int, seconds: int, loads: 
     return figures
 
 
-def jobs_each(service: Service, job_id: int, seconds: int, clients: int = 32) -> dict:
+def jobs_each(service: Service, job_id: int, seconds: int, clients: int = 32, batch: bool = False) -> dict:
     """GET /api/jobs/{id}/ by 32 closed-loop clients, each on a job of its own: copies of a finished job's row,
     made for this load and deleted after it (the list's loads above see the jobs as they were)."""
     from jobs.models import Job
@@ -227,9 +232,26 @@ def jobs_each(service: Service, job_id: int, seconds: int, clients: int = 32) ->
                                              if f.attname != "id"}) for _ in range(clients)])
     try:
         urls = [f"{service.base}/api/jobs/{copy.pk}/" for copy in copies]
-        return {f"detail | {clients} clients, closed loop, a job each": hey_each(urls, service.token, seconds)}
+        return {f"detail | {clients} clients, closed loop, a job each": hey_each(urls, service.token, seconds, batch)}
     finally:
         Job.objects.filter(pk__in=[copy.pk for copy in copies]).delete()
+
+
+def client_batch_latency(service: Service, job_id: int, seconds: int) -> dict:
+    """The idle loads whose tails the clients' own scheduling decides, again with hey under SCHED_BATCH.
+
+    Here the load tool shares the server's 2 cores, and a woken client preempts the process that woke it:
+    each answer the web sends mid-burst can hand its core to hey. Clients on other machines, as a service's
+    are, cannot. SCHED_BATCH keeps hey's share of the cores but not that preemption. A diagnostic of where
+    a tail comes from; the goals are judged on the loads as measured above."""
+    if not load_tools() or shutil.which("chrt") is None:
+        return {}
+    figures = {}
+    for endpoint, url in (("detail", f"{service.base}/api/jobs/{job_id}/"), ("list", f"{service.base}/api/jobs/")):
+        figures[f"{endpoint} | 32 clients in lockstep, 2 req/s each (hey)"] = hey(url, service.token, seconds, 32,
+                                                                                 2.0, batch=True)
+    figures.update(jobs_each(service, job_id, seconds, batch=True))
+    return figures
 
 
 def floor_latency(seconds: int) -> dict:
@@ -398,6 +420,10 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
             out("   the same loads on Daphne answering a constant (bench/floor.py), no Django: the floor")
             results["api_floor"] = floor_latency(cfg.wrk_seconds)
             print_api(results["api_floor"])
+            out("   the lockstep and 'a job each' loads again, hey under SCHED_BATCH (a woken client does not preempt "
+                "the server, as remote clients cannot): a diagnostic; the goal is judged on the loads above")
+            results["api_idle_client_batch"] = client_batch_latency(service, next(iter(warm)), cfg.wrk_seconds)
+            print_api(results["api_idle_client_batch"])
         if "throughput" in sections:
             runs: dict[int, dict] = {}
             for n in (1, 4, 8):

@@ -79,6 +79,15 @@ def test_a_job_each_runs_one_single_processor_hey_per_url(monkeypatch):
     assert figures["n"] == 4 and figures["rps"] == 2.0 and figures["errors"] == 0
 
 
+def test_the_diagnostic_load_runs_hey_under_sched_batch():
+    """hey under SCHED_BATCH for the diagnostic loads only: the judged loads run it as it is."""
+    from bench.__main__ import hey_command
+
+    plain = hey_command("http://127.0.0.1:1/api/jobs/", "tok", 3, 32, 2.0)
+    batch = hey_command("http://127.0.0.1:1/api/jobs/", "tok", 3, 32, 2.0, batch=True)
+    assert plain[0] == "hey" and batch == ["chrt", "--batch", "0", *plain]
+
+
 def test_dynamic_batch_copy_finds_what_batch_one_finds(tmp_path):
     """The batched copy of the fixed batch-1 model must give the same boxes, frame by frame."""
     rng = np.random.default_rng(7)
