@@ -33,6 +33,10 @@ PASSWORD = "test-password-123"
 def pytest_configure(config):
     if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
         raise pytest.UsageError("run the tests with `make test` (it sets DATABASE_URL and REDIS_URL)")
+    missing = [str(path) for path in (MODEL, STREET) if not path.is_file()]
+    if missing:  # without them, tests that load the model would wait for it until pytest-timeout stops them
+        raise pytest.UsageError("the tests use the real model and video from the shared folder beside the "
+                                f"project; not found: {', '.join(missing)}")
 
 
 @pytest.fixture(autouse=True)
