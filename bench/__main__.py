@@ -200,6 +200,19 @@ def hey_figures(rows: list[dict], seconds: int) -> dict:
     return figures
 
 
+LOCKSTEP = "32 clients in lockstep, 2 req/s each (hey)"
+
+
+def hey_lockstep(url: str, token: str | None, seconds: int, batch: bool = False) -> dict:
+    """The lockstep load (``LOCKSTEP``): hey's 32 clients, 2 requests/s each, sent together."""
+    return hey(url, token, seconds, 32, 2.0, batch)
+
+
+def endpoints(base: str, job_id: int) -> tuple[tuple[str, str], ...]:
+    """("detail", URL of the job's read) and ("list", URL of the first page)."""
+    return ("detail", f"{base}/api/jobs/{job_id}/"), ("list", f"{base}/api/jobs/")
+
+
 def load_tools() -> bool:
     """Whether wrk and hey, the load tools, are installed."""
     return shutil.which("wrk") is not None and shutil.which("hey") is not None
@@ -212,11 +225,11 @@ def api_latency(base: str, token: str | None, job_id: int, seconds: int, loads: 
         out("   wrk or hey is not installed (apt-get install wrk hey): API latency skipped")
         return {}
     figures: dict = {}
-    for endpoint, url in (("detail", f"{base}/api/jobs/{job_id}/"), ("list", f"{base}/api/jobs/")):
+    for endpoint, url in endpoints(base, job_id):
         for load, (connections, think) in loads.items():
             figures[f"{endpoint} | {load}"] = http_load(url, token, seconds, connections, think)
         if lockstep:
-            figures[f"{endpoint} | 32 clients in lockstep, 2 req/s each (hey)"] = hey(url, token, seconds, 32, 2.0)
+            figures[f"{endpoint} | {LOCKSTEP}"] = hey_lockstep(url, token, seconds)
     return figures
 
 
@@ -246,10 +259,8 @@ def client_batch_latency(service: Service, job_id: int, seconds: int) -> dict:
     a tail comes from; the goals are judged on the loads as measured above."""
     if not load_tools() or shutil.which("chrt") is None:
         return {}
-    figures = {}
-    for endpoint, url in (("detail", f"{service.base}/api/jobs/{job_id}/"), ("list", f"{service.base}/api/jobs/")):
-        figures[f"{endpoint} | 32 clients in lockstep, 2 req/s each (hey)"] = hey(url, service.token, seconds, 32,
-                                                                                 2.0, batch=True)
+    figures = {f"{endpoint} | {LOCKSTEP}": hey_lockstep(url, service.token, seconds, batch=True)
+               for endpoint, url in endpoints(service.base, job_id)}
     figures.update(jobs_each(service, job_id, seconds, batch=True))
     return figures
 
@@ -266,7 +277,7 @@ def floor_latency(seconds: int) -> dict:
         url = f"http://127.0.0.1:{port}/"
         wait_http(url)
         figures = {f"constant | {load}": http_load(url, None, seconds, c, think) for load, (c, think) in LOADS.items()}
-        figures["constant | 32 clients in lockstep, 2 req/s each (hey)"] = hey(url, None, seconds, 32, 2.0)
+        figures[f"constant | {LOCKSTEP}"] = hey_lockstep(url, None, seconds)
         # The job read's "a job each" load has 32 hey processes: the same 32 processes on the constant.
         figures["constant | 32 clients, closed loop, 32 hey processes"] = hey_each([url] * 32, None, seconds)
         return figures
