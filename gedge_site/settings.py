@@ -223,6 +223,8 @@ GEDGE_BATCH_SIZE = env_int("GEDGE_BATCH_SIZE", 8)
 # auto: a dynamic-batch copy of a batch-1 model on CUDA only (batching does not pay on CPU); on / off.
 GEDGE_DYNAMIC_BATCH = env_str("GEDGE_DYNAMIC_BATCH", "auto")
 GEDGE_DYNAMIC_BATCH_DIR = env_str("GEDGE_DYNAMIC_BATCH_DIR", str(VAR_DIR / "models"))
+# auto: I/O binding on CUDA only (one copy to the device and one back per batch); on: also on the CPU; off.
+GEDGE_IO_BINDING = env_str("GEDGE_IO_BINDING", "auto")
 GEDGE_SCORE_THRESHOLD = env_float("GEDGE_SCORE_THRESHOLD", 0.3)
 GEDGE_NMS_IOU = env_float("GEDGE_NMS_IOU", 0.45)
 # superfast: ~40% less CPU than veryfast at a higher PSNR, ~15% larger files (docs/performance.md).

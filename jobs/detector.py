@@ -26,6 +26,7 @@ def detector_config() -> DetectorConfig:
         device_id=settings.GEDGE_CUDA_DEVICE_ID,
         dynamic_batch=settings.GEDGE_DYNAMIC_BATCH,
         dynamic_batch_dir=settings.GEDGE_DYNAMIC_BATCH_DIR,
+        io_binding=settings.GEDGE_IO_BINDING,
     )
 
 

@@ -169,6 +169,9 @@ class DetectorConfig:
     # `onnx` package, cached next to the model or in dynamic_batch_dir); "on"/"off" force it everywhere.
     dynamic_batch: str = "auto"
     dynamic_batch_dir: str | None = None
+    # "auto": I/O binding on CUDA only (the input copied to the device once per batch, the output allocated
+    # there); "on" binds on the CPU too (the same path, device "cpu": how it is tested without a GPU); "off".
+    io_binding: str = "auto"
 
 
 class Detector:
@@ -181,8 +184,9 @@ class Detector:
             raise ModelError(f"unknown model format '{config.model_format}' (one of {', '.join(MODEL_FORMATS)})")
         if not os.path.isfile(config.model_path):
             raise ModelError(f"model file not found: {config.model_path}")
-        if config.dynamic_batch not in ("auto", "on", "off"):
-            raise ModelError(f"dynamic_batch must be auto, on or off, not '{config.dynamic_batch}'")
+        for name in ("dynamic_batch", "io_binding"):
+            if getattr(config, name) not in ("auto", "on", "off"):
+                raise ModelError(f"{name} must be auto, on or off, not '{getattr(config, name)}'")
         self.config = config
         # The facts name the model the user gave, even where a dynamic-batch copy of it runs.
         self.sha256 = file_sha256(config.model_path)
@@ -206,6 +210,9 @@ class Detector:
                                             provider_options=provider_options)
         self.providers = self.session.get_providers()
         self.on_cuda = self.providers[0] == "CUDAExecutionProvider"
+        # Where bound inputs and outputs live; None: plain run() with host arrays.
+        self.bound_device = ("cuda" if self.on_cuda else "cpu") if config.io_binding == "on" else (
+            "cuda" if config.io_binding == "auto" and self.on_cuda else None)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         batch_dim, _, input_h, input_w = model_input.shape
@@ -262,16 +269,17 @@ class Detector:
         return decode_yolov8(raw)
 
     def _run(self, blob: np.ndarray) -> np.ndarray:
-        if not self.on_cuda:
+        if self.bound_device is None:
             return self.session.run(None, {self.input_name: blob})[0]
-        # On the GPU, bind the input once as a device buffer and let onnxruntime allocate the output on the
-        # device: one host-to-device copy per batch and one copy back, none hidden inside run().
+        # Bound: the input copied once into a buffer on the device and the output allocated there by
+        # onnxruntime: on the GPU one host-to-device copy per batch and one copy back, none hidden in run().
         import onnxruntime as ort
 
+        device_id = self.config.device_id if self.bound_device == "cuda" else 0
         binding = self.session.io_binding()
-        device_input = ort.OrtValue.ortvalue_from_numpy(blob, "cuda", self.config.device_id)
+        device_input = ort.OrtValue.ortvalue_from_numpy(blob, self.bound_device, device_id)
         binding.bind_ortvalue_input(self.input_name, device_input)
-        binding.bind_output(self.output_name, "cuda", self.config.device_id)
+        binding.bind_output(self.output_name, self.bound_device, device_id)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 

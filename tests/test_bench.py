@@ -7,7 +7,7 @@ import pytest
 from bench.stats import parse_wrk, percentile, summary_ms
 from stages.detector import Detector, DetectorConfig
 
-from .conftest import MODEL
+from .conftest import MODEL, STREET
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:1/api/jobs/
   2 threads and 32 connections
@@ -100,3 +100,46 @@ def test_dynamic_batch_copy_finds_what_batch_one_finds(tmp_path):
     assert batched.facts["sha256"] == single.facts["sha256"], "facts name the model given, not the copy"
     for a, b in zip(single.detect(frames, 0.5), batched.detect(frames, 0.5), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-2)
+
+
+def test_io_binding_finds_what_plain_run_finds():
+    """The bound path (``io_binding``: on CUDA by default) run on the CPU, with ``run()`` itself barred, gives
+    the plain path's boxes on frames of the real video: the same code the GPU takes, minus the device."""
+    import av
+    import cv2
+
+    with av.open(str(STREET)) as container:
+        frames = [cv2.resize(frame.to_ndarray(format="bgr24"), (416, 234), interpolation=cv2.INTER_AREA)
+                  for _, frame in zip(range(3), container.decode(video=0))]
+    plain = Detector(DetectorConfig(str(MODEL), providers=("CPUExecutionProvider",), io_binding="off"))
+    bound = Detector(DetectorConfig(str(MODEL), providers=("CPUExecutionProvider",), io_binding="on"))
+    assert plain.bound_device is None and bound.bound_device == "cpu"
+    assert Detector(DetectorConfig(str(MODEL), providers=("CPUExecutionProvider",))).bound_device is None
+
+    def barred(*args, **kwargs):
+        raise AssertionError("the bound path must not call run()")
+
+    bound.session.run = barred
+    expected, found = plain.detect(frames, 416 / 1280), bound.detect(frames, 416 / 1280)
+    assert all(len(boxes) for boxes in expected), "people in every frame"
+    for a, b in zip(expected, found, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(Exception, match="io_binding must be auto, on or off"):
+        Detector(DetectorConfig(str(MODEL), providers=("CPUExecutionProvider",), io_binding="yes"))
+
+
+def test_gpu_check_runs_its_arms_and_says_what_it_did_not_run(capsys):
+    """The prepared GPU check, on the CPU: every arm (batch 1 and 8, I/O binding on and off) agrees with the
+    reference; without CUDA in this onnxruntime it says the GPU path was not run and exits 3."""
+    import onnxruntime as ort
+
+    from bench import gpu_check
+
+    assert gpu_check.main(["--cpu", "--frames", "9"]) == 0
+    out = capsys.readouterr().out
+    arms = [line for line in out.splitlines() if " I/O binding " in line]
+    assert len(arms) == 4 and all("9/9 frames with the same box count" in line and line.endswith("agrees")
+                                  for line in arms), out
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert gpu_check.main([]) == 3
+        assert "the GPU path was NOT run" in capsys.readouterr().out
