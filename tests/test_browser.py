@@ -130,6 +130,7 @@ def test_upload_watch_live_and_open_the_result(live, owner, other, tmp_path):
     expect(upload_item("notes.txt").locator(".upload-error")).to_contain_text("Unsupported type: text/plain")
     expect(upload_item("big.mp4").locator(".upload-error")).to_contain_text("Too large")
     expect(upload_item("fake.mp4").locator(".upload-error")).to_contain_text("Not a video")
+    expect(upload_item("fake.mp4").locator(".upload-error")).not_to_contain_text("not a usable video")
     expect(upload_item("street.mp4")).to_have_attribute("data-state", "uploading")
     owner_page.wait_for_function(
         "() => { const p = [...document.querySelectorAll('#upload-list progress')].find(b => !b.hidden"

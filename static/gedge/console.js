@@ -164,7 +164,9 @@
     fail(code, message) {
       this.state("error", "");
       this.error.hidden = false;
-      this.error.textContent = `${ERROR_TITLES[code] || "Upload failed"}: ${message}`;
+      // The API's message starts with what the title already says ("not a usable video: ..."): said once.
+      const detail = code === "not_a_video" ? message.replace(/^not a usable video: /, "") : message;
+      this.error.textContent = `${ERROR_TITLES[code] || "Upload failed"}: ${detail}`;
       this.error.dataset.code = code;
       this.bar.hidden = true;
       this.button.textContent = "Retry"; this.button.hidden = !["network", "server"].includes(code);
