@@ -211,8 +211,11 @@ class Detector:
         self.providers = self.session.get_providers()
         self.on_cuda = self.providers[0] == "CUDAExecutionProvider"
         # Where bound inputs and outputs live; None: plain run() with host arrays.
-        self.bound_device = ("cuda" if self.on_cuda else "cpu") if config.io_binding == "on" else (
-            "cuda" if config.io_binding == "auto" and self.on_cuda else None)
+        self.bound_device: str | None = None
+        if config.io_binding == "on":
+            self.bound_device = "cuda" if self.on_cuda else "cpu"
+        elif config.io_binding == "auto" and self.on_cuda:
+            self.bound_device = "cuda"
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         batch_dim, _, input_h, input_w = model_input.shape
