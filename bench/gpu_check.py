@@ -24,24 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from stages.detector import Detector, DetectorConfig
-from stages.preprocess import letterbox_geometry
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+from .media import STREET, model_inputs
+from .service import default_model
+
 TOLERANCE_PX = 1.0  # boxes in 1280x720 pixels: float32 kernels differ between devices in the last bits
-
-
-def frames(video: Path, count: int, input_size: tuple[int, int]) -> tuple[list[np.ndarray], float]:
-    import av
-    import cv2
-
-    out, scale = [], 1.0
-    with av.open(str(video)) as container:
-        for frame in container.decode(video=0):
-            if len(out) == count:
-                break
-            scale, width, height = letterbox_geometry(frame.width, frame.height, *input_size)
-            out.append(cv2.resize(frame.to_ndarray(format="bgr24"), (width, height), interpolation=cv2.INTER_AREA))
-    return out, scale
 
 
 def compare(expected: list[np.ndarray], found: list[np.ndarray]) -> tuple[bool, str]:
@@ -62,8 +49,8 @@ def timed(detector: Detector, images: list[np.ndarray], scale: float) -> tuple[l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=SHARED / "models" / "yolox_nano.onnx")
-    parser.add_argument("--video", type=Path, default=SHARED / "media" / "street.mp4")
+    parser.add_argument("--model", type=Path, default=Path(default_model()))
+    parser.add_argument("--video", type=Path, default=STREET)
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--device-id", type=int, default=0)
     parser.add_argument("--cpu", action="store_true", help="run the arms on the CPU (checks the harness, not a GPU)")
@@ -83,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reference = Detector(DetectorConfig(str(args.model), providers=("CPUExecutionProvider",), io_binding="off",
                                         dynamic_batch="off"))
-    images, scale = frames(args.video, args.frames, reference.input_size)
+    images, scale = model_inputs(args.video, args.frames, reference.input_size)
     expected, ms = timed(reference, images, scale)
     print(f"{len(images)} frames of {args.video.name}; CPU reference, batch 1: {ms:.2f} ms/frame, "
           f"{sum(map(len, expected))} boxes")

@@ -5,6 +5,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
+
+from stages.preprocess import letterbox_geometry
+from stages.video import to_bgr
 
 from .service import ROOT, SHARED
 
@@ -16,6 +20,19 @@ def frame_count(path: Path) -> int:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         return stream.frames or sum(1 for _ in container.decode(stream))
+
+
+def model_inputs(video: Path, count: int, input_size: tuple[int, int] = (416, 416)) -> tuple[list[np.ndarray], float]:
+    """The first ``count`` frames of ``video`` as the preprocessing stage hands them to the detector (the
+    letterbox content, scaled and converted in one swscale pass), and their scale."""
+    images, scale = [], 1.0
+    with av.open(str(video)) as container:
+        for frame in container.decode(video=0):
+            if len(images) == count:
+                break
+            scale, width, height = letterbox_geometry(frame.width, frame.height, *input_size)
+            images.append(to_bgr(frame, width, height))
+    return images, scale
 
 
 def looped_clip(frames: int, width: int = 640, height: int = 360, source: Path = STREET) -> Path:

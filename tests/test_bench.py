@@ -106,12 +106,9 @@ def test_dynamic_batch_copy_finds_what_batch_one_finds(tmp_path):
 def test_io_binding_finds_what_plain_run_finds():
     """The bound path (``io_binding``: on CUDA by default) run on the CPU, with ``run()`` itself barred, gives
     the plain path's boxes on frames of the real video: the same code the GPU takes, minus the device."""
-    import av
-    import cv2
+    from bench.media import model_inputs
 
-    with av.open(str(STREET)) as container:
-        frames = [cv2.resize(frame.to_ndarray(format="bgr24"), (416, 234), interpolation=cv2.INTER_AREA)
-                  for _, frame in zip(range(3), container.decode(video=0))]
+    frames, scale = model_inputs(STREET, 3)
     plain = Detector(DetectorConfig(str(MODEL), providers=("CPUExecutionProvider",), io_binding="off"))
     bound = Detector(DetectorConfig(str(MODEL), providers=("CPUExecutionProvider",), io_binding="on"))
     assert plain.bound_device is None and bound.bound_device == "cpu"
@@ -121,7 +118,7 @@ def test_io_binding_finds_what_plain_run_finds():
         raise AssertionError("the bound path must not call run()")
 
     bound.session.run = barred
-    expected, found = plain.detect(frames, 416 / 1280), bound.detect(frames, 416 / 1280)
+    expected, found = plain.detect(frames, scale), bound.detect(frames, scale)
     assert all(len(boxes) for boxes in expected), "people in every frame"
     for a, b in zip(expected, found, strict=True):
         np.testing.assert_array_equal(a, b)
