@@ -41,6 +41,11 @@ INSTALLED_APPS = [
     "channels",
     "django_dramatiq",
 ]
+# The fault run (faultlab/: `manage.py fault_test`) kills workers and restarts Redis and PostgreSQL. It is a
+# test tool: not in the package or the images, and installed only where this is set (`make test` does).
+GEDGE_FAULT_LAB = env_bool("GEDGE_FAULT_LAB", False)
+if GEDGE_FAULT_LAB:
+    INSTALLED_APPS.append("faultlab")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -51,7 +56,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "jobs.api_errors.ApiErrorMiddleware",  # Django's own 404/500 pages become the API's JSON shape under /api/
+    "jobs.web.api_errors.ApiErrorMiddleware",  # Django's own 404/500 pages become the API's JSON shape under /api/
 ]
 
 ROOT_URLCONF = "gedge_site.urls"
@@ -130,7 +135,7 @@ _DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.Callbacks",
     "dramatiq.middleware.Retries",
     "dramatiq.middleware.ShutdownNotifications",
-    "jobs.shutdown.GracefulShutdown",  # running stages hand their jobs back on SIGTERM (jobs/leases.py)
+    "jobs.workers.shutdown.GracefulShutdown",  # stages hand their jobs back on SIGTERM (jobs/lifecycle/leases.py)
     "django_dramatiq.middleware.DbConnectionsMiddleware",
 ]
 if REDIS_URL:
@@ -140,19 +145,19 @@ if REDIS_URL:
         "MIDDLEWARE": [
             *_DRAMATIQ_MIDDLEWARE,
             "django_dramatiq.middleware.AdminMiddleware",
-            # Worker Pods: Dramatiq's metrics (and ours, see jobs/metrics.py) on :9191, and the readiness
-            # marker that `manage.py worker_ready` checks (jobs/health.py). Both act only in worker processes.
+            # Worker Pods: Dramatiq's metrics (and ours, see jobs/ops/metrics.py) on :9191, and the readiness
+            # marker that `manage.py worker_ready` checks (jobs/ops/health.py). Both act only in worker processes.
             "dramatiq.middleware.prometheus.Prometheus",
-            "jobs.health.WorkerHealth",
+            "jobs.ops.health.WorkerHealth",
         ],
     }
     # "pubsub": Redis PUBLISH/SUBSCRIBE, one round trip per group send; "core": lists in Redis, four round trips
-    # per group send and a blocking pop on the receiving side. Pushes are hints either way (jobs/broadcast.py).
+    # per group send and a blocking pop on the receiving side. Pushes are hints (jobs/lifecycle/broadcast.py).
     GEDGE_CHANNEL_LAYER = env_str("GEDGE_CHANNEL_LAYER", "pubsub")
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": {"core": "channels_redis.core.RedisChannelLayer",
-                        "pubsub": "gedge_site.channel_layer.KeptSubscriptionLayer"}[GEDGE_CHANNEL_LAYER],
+                        "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer"}[GEDGE_CHANNEL_LAYER],
             # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's blocking
             # BZPOPMIN: every idle WebSocket consumer died with TimeoutError after 5 s (channels_redis#422).
             # A longer bound keeps the blocking read alive and still notices a dead Redis.
@@ -163,7 +168,9 @@ if REDIS_URL:
     # Shared by every web process, so a per-user submit rate limit holds across replicas.
     CACHES = {
         "default": {
-            "BACKEND": "gedge_site.cache.SharedRedisCache",  # one connection pool per process
+            # django-redis: one connection pool per process (Django's own RedisCache builds a client and pool
+            # per async context under ASGI and never closes them: docs/upstream.md).
+            "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": env_str("CACHE_REDIS_URL", REDIS_URL),
             "KEY_PREFIX": env_str("GEDGE_CACHE_PREFIX", "gedge"),
         }
@@ -188,7 +195,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "jobs.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "jobs.web.api_errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"submit": env_str("GEDGE_SUBMIT_RATE", "30/min")},
 }
 SPECTACULAR_SETTINGS = {
@@ -233,11 +240,11 @@ GEDGE_X264_CRF = env_int("GEDGE_X264_CRF", 23)
 GEDGE_MAX_ITERATIONS = env_int("GEDGE_MAX_ITERATIONS", 3)
 GEDGE_RETRY_BACKOFF_MS = env_int("GEDGE_RETRY_BACKOFF_MS", 2000)
 GEDGE_STAGE_TIME_LIMIT_S = env_int("GEDGE_STAGE_TIME_LIMIT_S", 3600)
-# Leases and the reaper (jobs/leases.py, jobs/reaper.py): a running stage renews its lease every TTL/3.
+# Leases and the reaper (jobs/lifecycle/leases.py and reaper.py): a running stage renews its lease every TTL/3.
 GEDGE_LEASE_TTL_S = env_float("GEDGE_LEASE_TTL_S", 20)
 GEDGE_REDISPATCH_AFTER_S = env_float("GEDGE_REDISPATCH_AFTER_S", 30)
 GEDGE_REAPER_INTERVAL_S = env_float("GEDGE_REAPER_INTERVAL_S", 5)
-# Fault tests only (jobs/faults.py): jobs whose file name contains the marker crash the worker at that stage.
+# Fault tests only (jobs/workers/faults.py): jobs whose file name contains the marker crash the worker at that stage.
 GEDGE_FAULT_CRASH_MARKER = env_str("GEDGE_FAULT_CRASH_MARKER", "")
 GEDGE_FAULT_CRASH_STAGE = env_str("GEDGE_FAULT_CRASH_STAGE", "inference")
 GEDGE_FAULT_CRASH_LOG = env_str("GEDGE_FAULT_CRASH_LOG", "")
@@ -254,11 +261,6 @@ GEDGE_ADMIN_USER = env_str("GEDGE_ADMIN_USER", "admin")
 # Pods' probes (`manage.py worker_ready`) read it. One folder per Pod (an emptyDir).
 GEDGE_WORKER_STATE_DIR = Path(env_str("GEDGE_WORKER_STATE_DIR", str(VAR_DIR / "worker")))
 GEDGE_WORKER_HEARTBEAT_S = env_float("GEDGE_WORKER_HEARTBEAT_S", 10)
-# GET /api/jobs/ and /api/jobs/{id}/ with a token, answered on the event loop (jobs/readpath.py); PostgreSQL only.
-GEDGE_FAST_READS = env_bool("GEDGE_FAST_READS", True)
-GEDGE_FAST_READS_POOL = env_int("GEDGE_FAST_READS_POOL", 4)
-GEDGE_FAST_READS_WAIT_S = env_float("GEDGE_FAST_READS_WAIT_S", 2)
-GEDGE_FAST_LANE = env_bool("GEDGE_FAST_LANE", True)
 GEDGE_WEB_GC_THRESHOLD = [int(v) for v in env_list("GEDGE_WEB_GC_THRESHOLD", "10000,10,10")]
 GEDGE_WORKER_NICE = env_int("GEDGE_WORKER_NICE", 10)
 GEDGE_WORKER_SCHED_IDLE = env_bool("GEDGE_WORKER_SCHED_IDLE", True)

@@ -1,7 +1,7 @@
 """Request bodies in Daphne: refuse those over the upload limit while they stream in, and parse them once.
 
 Daphne (Twisted) receives a whole request body, spooling it to a temporary file, before the application sees
-the first byte, so Django's upload handler (jobs/uploads.py) can stop parsing but not the transfer: a huge
+the first byte, so Django's upload handler (jobs/lifecycle/uploads.py) can stop parsing but not the transfer: a huge
 upload would fill the disk first. This hooks Twisted's per-request body callbacks in Daphne's request class:
 a declared Content-Length over the limit, or a body that grows past it, gets 413 at once and the connection
 closes. In Kubernetes the ingress enforces the same limit in front (proxy-body-size).

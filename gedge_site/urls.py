@@ -4,8 +4,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from jobs import views
-from jobs.api import JobViewSet
+from jobs.web import views
+from jobs.web.api import JobViewSet
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")

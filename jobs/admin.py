@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from .lifecycle.services import ActionNotAllowed, cancel_job, retry_job
 from .models import Job, JobEvent
-from .services import ActionNotAllowed, cancel_job, retry_job
 
 
 class JobEventInline(admin.TabularInline):

@@ -2,7 +2,7 @@
 
 Table 1 -> fields: # = id, User = user, Path = path, Type = type, Status = status,
 Start Time = started_at, End Time = ended_at, Iteration = iteration.
-Transitions are applied only by jobs.transitions (compare-and-set on ``status``).
+Transitions are applied only by jobs.lifecycle.transitions (compare-and-set on ``status``).
 """
 from __future__ import annotations
 
@@ -41,7 +41,16 @@ ACTIVE = frozenset(set(Status) - TERMINAL)
 RUNNING = frozenset({Status.PREPROCESSING, Status.INFERENCING, Status.POSTPROCESSING})
 
 
+class JobQuerySet(models.QuerySet):
+    def visible_to(self, user) -> JobQuerySet:
+        """Staff see every job; everyone else only their own (another user's job answers 404 everywhere)."""
+        jobs = self.select_related("user")
+        return jobs if user.is_staff else jobs.filter(user=user)
+
+
 class Job(models.Model):
+    objects = JobQuerySet.as_manager()
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     path = models.CharField(max_length=500, help_text="Stored upload, relative to MEDIA_ROOT")
     type = models.CharField(max_length=100, help_text="Extension and probed container format, e.g. mp4/mov")
@@ -75,7 +84,7 @@ class Job(models.Model):
 
     version = models.PositiveBigIntegerField(default=1, help_text="Grows with every change pushed to browsers")
 
-    # Lease of the stage attempt now running (see jobs/leases.py). ``attempt`` grows with every stage start
+    # Lease of the stage attempt now running (see jobs/lifecycle/leases.py). ``attempt`` grows with every stage start
     # and fences writes: an attempt may only write while the row still carries its number.
     attempt = models.PositiveIntegerField(default=0)
     lease_owner = models.CharField(max_length=200, blank=True, default="")

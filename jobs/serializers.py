@@ -42,6 +42,16 @@ class JobSerializer(serializers.ModelSerializer):
         return job_representation(instance)
 
 
+# The columns the shape reads: its model fields, the counters behind progress and stage_progress, and the
+# owner's name. The polled reads load only these (one query, no lease or artifact columns).
+SHAPE_COLUMNS = (
+    "id", "user__username", "path", "type", "status", "started_at", "ended_at", "iteration", "original_name",
+    "size_bytes", "client_token", "width", "height", "fps", "frame_count", "duration_s", "preprocess_done",
+    "inference_done", "postprocess_done", "stage_ms", "error", "failed_stage", "model_name", "model_sha256",
+    "params", "summary", "version", "created_at", "updated_at",
+)
+
+
 @functools.cache
 def _job_fields() -> tuple:
     # A ModelSerializer builds its fields anew for every instance (model introspection, deep copies): about
@@ -51,7 +61,7 @@ def _job_fields() -> tuple:
 
 def job_representation(job: Job) -> dict:
     """``JobSerializer(job).data``, field for field (what DRF's Serializer.to_representation does), at a
-    fraction of the cost. The REST API, its event-loop read path (jobs/readpath.py) and the socket use it."""
+    fraction of the cost (the fields are built once per process). The REST API, the socket and the pages use it."""
     data = {}
     for name, field in _job_fields():
         value = field.get_attribute(job)

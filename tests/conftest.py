@@ -9,7 +9,6 @@ Test world: ``owner`` (uploads jobs), ``other`` (a second ordinary user), ``staf
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -19,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import requests
 
 from stages.synthetic import make_video  # noqa: F401 - re-exported for the tests
 
@@ -96,13 +94,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def fast_read_counts(http: requests.Session, port: int) -> dict[str, float]:
-    """The read path's answered/passed counters, from the web process's /metrics."""
-    text = http.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    found = dict(re.findall(r'^gedge_api_fast_reads_total\{result="(\w+)"\} (\S+)$', text, re.M))
-    return {k: float(found.get(k, 0)) for k in ("answered", "passed")}
 
 
 def service_env(media_root: Path, **extra) -> dict[str, str]:

@@ -9,9 +9,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
+from jobs.lifecycle.services import submit_job
+from jobs.lifecycle.transitions import transition
 from jobs.models import Status
-from jobs.services import submit_job
-from jobs.transitions import transition
 
 from .conftest import MODEL, PASSWORD, ROOT, make_video
 

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
 from jobs.models import Job, Status
-from jobs.uploads import SizeLimitUploadHandler
+from jobs.web.upload_limit import SizeLimitUploadHandler
 
 from .conftest import PASSWORD, token_for
 from .helpers_media import finished_job, good_video, make_job, text_file
@@ -312,7 +312,7 @@ def test_oversized_form_fields_answer_413(api, settings):
 
 
 def test_a_crash_under_api_answers_500_in_the_error_shape(api, owner, monkeypatch):
-    from jobs.api import JobViewSet
+    from jobs.web.api import JobViewSet
 
     def crash(self, request, *args, **kwargs):
         raise RuntimeError("boom")

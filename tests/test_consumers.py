@@ -13,9 +13,9 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from gedge_site.asgi import application
-from jobs.broadcast import push_job
+from jobs.lifecycle.broadcast import push_job
+from jobs.lifecycle.transitions import transition
 from jobs.models import Job, Status
-from jobs.transitions import transition
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the consumer reads the database from another thread
 
@@ -146,69 +146,40 @@ def test_progress_pushes_carry_growing_versions(owner, redis_clean):
     async_to_sync(scenario)()
 
 
-def test_the_first_socket_of_a_process_is_not_held_back(owner, redis_clean, monkeypatch):
-    """channels_redis's receiver sleeps 100 ms whenever it looks and finds no subscription. It is started
-    before the first subscription is made, so a process's first socket had its first pushes up to 100 ms
-    late; the layer subscribes its kept channel before it starts the receiver
-    (gedge_site/channel_layer.py). The receiver's naps are recorded: there must be none before the socket's
-    first push arrives."""
-    import asyncio
-    import sys
-
-    from django.conf import settings
-
-    if settings.GEDGE_CHANNEL_LAYER != "pubsub":
-        pytest.skip("the core layer blocks on Redis lists, it has no pub/sub receiver")
-    job = make_job(owner)
-    naps, sleep = [], asyncio.sleep
-
-    async def recorded_sleep(delay, *args, **kwargs):
-        if sys._getframe(1).f_code.co_name == "_do_receiving":  # the receiver, finding nothing subscribed
-            naps.append(delay)
-        return await sleep(delay, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "sleep", recorded_sleep)
-    first = socket(owner)
-
-    async def scenario():  # a new event loop: channels_redis makes new shards and a new receiver for it
-        await connect(first)
-        await sync_to_async(transition)(job.pk, Status.ENQUEUE, Status.CANCELLED)
-        assert (await first.receive_json_from(timeout=TIMEOUT))["job"]["status"] == "Cancelled"
-        await first.disconnect()
-
-    async_to_sync(scenario)()
-    assert naps == []
-
-
 def test_the_process_stays_subscribed_between_sockets(owner, redis_clean):
     """The last socket of a process closes (a user going from one page to the next), then the next one opens:
-    the process's Redis pub/sub connection keeps a subscription in between (gedge_site/channel_layer.py), so
+    the process's Redis pub/sub connection keeps a subscription in between (jobs/web/channel_layer.py), so
     channels_redis's receiver goes on waiting on Redis instead of looking every 100 ms, and the next socket's
-    first pushes are not held back. Redis's own view is asked: PUBSUB NUMSUB."""
-    from channels.layers import get_channel_layer
+    first pushes are not held back. Redis's own view is asked: PUBSUB CHANNELS and NUMSUB."""
     from django.conf import settings
 
-    layer = get_channel_layer()
     if settings.GEDGE_CHANNEL_LAYER != "pubsub":
         pytest.skip("the core layer blocks on Redis lists, it has no pub/sub receiver")
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
     job = make_job(owner)
     watcher = redis.Redis.from_url(settings.REDIS_URL)
 
     def ours() -> list[bytes]:  # this process's channels_redis subscriptions, as Redis lists them
-        return sorted(watcher.pubsub_channels(f"{layer._kwargs['prefix']}*"))
+        return sorted(watcher.pubsub_channels(f"{prefix}*"))
 
-    first, second = socket(owner), socket(owner)
+    first, second, third = socket(owner), socket(owner), socket(owner)
 
     async def scenario():
         await connect(first)
-        assert len(await sync_to_async(ours)()) == 3  # the kept channel, the socket's own, the user's group
+        subscribed = await sync_to_async(ours)()
+        kept = [name for name in subscribed if name.startswith(f"{prefix}kept.".encode())]
+        assert len(kept) == 1 and len(subscribed) == 3  # the kept channel, the socket's own, the user's group
         await first.disconnect()
-        assert await sync_to_async(ours)() == [layer.kept_channel.encode()]
-        assert await sync_to_async(watcher.pubsub_numsub)(layer.kept_channel) == [(layer.kept_channel.encode(), 1)]
+        assert await sync_to_async(ours)() == kept
+        assert await sync_to_async(watcher.pubsub_numsub)(kept[0]) == [(kept[0], 1)]
 
         await connect(second)
+        await connect(third)  # later sockets on the same loop keep no further channel
+        assert len(await sync_to_async(ours)()) == 4  # kept, two sockets, the group
         await sync_to_async(transition)(job.pk, Status.ENQUEUE, Status.CANCELLED)
-        assert (await second.receive_json_from(timeout=TIMEOUT))["job"]["status"] == "Cancelled"
-        await second.disconnect()
+        for communicator in (second, third):
+            assert (await communicator.receive_json_from(timeout=TIMEOUT))["job"]["status"] == "Cancelled"
+            await communicator.disconnect()
+        assert await sync_to_async(ours)() == kept
 
     async_to_sync(scenario)()

@@ -15,11 +15,12 @@ import redis
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from jobs import services
+from jobs.lifecycle import runner
+from jobs.lifecycle.reaper import reap, waiting_message_ids
+from jobs.lifecycle.runner import run_stage
+from jobs.lifecycle.services import submit_job
+from jobs.lifecycle.transitions import JobInterrupted, StaleTransition, record_progress, transition
 from jobs.models import Job, Status
-from jobs.reaper import reap, waiting_message_ids
-from jobs.services import run_stage, submit_job
-from jobs.transitions import JobInterrupted, StaleTransition, record_progress, transition
 
 from .conftest import ROOT, free_port, make_video, service_env, wait_for_status
 
@@ -92,7 +93,7 @@ def test_lost_message_is_sent_again_but_a_waiting_one_is_not(owner, tmp_path, re
 
 def test_a_stale_attempt_cannot_write_over_a_newer_one(owner, tmp_path, redis_clean, monkeypatch):
     job = upload(owner, tmp_path)
-    real = services.STAGE_BODIES["preprocess"]
+    real = runner.STAGE_BODIES["preprocess"]
     takeover = {}
 
     def paused_worker(job_, progress):
@@ -102,7 +103,7 @@ def test_a_stale_attempt_cannot_write_over_a_newer_one(owner, tmp_path, redis_cl
         takeover["job"] = transition(job_.pk, Status.ENQUEUE, Status.PREPROCESSING, lease_owner="newer")
         return fields
 
-    monkeypatch.setitem(services.STAGE_BODIES, "preprocess", paused_worker)
+    monkeypatch.setitem(runner.STAGE_BODIES, "preprocess", paused_worker)
     run_stage("preprocess", job.pk)
     job.refresh_from_db()
     assert job.status == Status.PREPROCESSING and job.attempt == 2 and job.lease_owner == "newer"
@@ -121,7 +122,7 @@ def test_postprocessing_complete_left_behind_is_finalised(owner, tmp_path, redis
     run_stage("preprocess", job.pk)
     run_stage("inference", job.pk)
     # The worker dies right after postprocessing completed, before the results were moved into place.
-    monkeypatch.setattr(services, "_after_complete", lambda job, stage: None)
+    monkeypatch.setattr(runner, "_after_complete", lambda job, stage: None)
     run_stage("postprocess", job.pk)
     job.refresh_from_db()
     assert job.status == Status.POSTPROCESSING_COMPLETE and not job.result_dir.exists()
@@ -225,12 +226,12 @@ def test_uploads_during_a_redis_outage_get_503_and_create_nothing(api, settings,
 def test_uploads_during_a_database_outage_get_503(api, settings, monkeypatch):
     from django.db import OperationalError
 
-    from jobs import transitions
+    from jobs.lifecycle import services
 
     def down(**fields):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(transitions, "create_job", down)
+    monkeypatch.setattr(services, "create_job", down)
     path = make_video(settings.MEDIA_ROOT / "clip.mp4", frames=3)
     with open(path, "rb") as fh:
         response = api.post("/api/jobs/", {"video": fh}, format="multipart")

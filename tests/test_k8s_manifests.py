@@ -303,7 +303,7 @@ def container_env(docs, container) -> dict[str, str | None]:
     return env
 
 
-# Fault injection for the fault-tolerance tests (jobs/faults.py): never configured on a cluster.
+# Fault injection for the fault-tolerance tests (jobs/workers/faults.py): never configured on a cluster.
 TEST_ONLY_PREFIX = "GEDGE_FAULT_"
 
 
@@ -472,12 +472,12 @@ def test_media_volume_is_shared_read_write_many(variant):
 
 
 def test_hpa_fallback_targets_the_metrics_the_web_exports():
-    from jobs.metrics import ServiceCollector  # noqa: F401 - the exporter of gedge_queue_depth
+    from jobs.ops.metrics import ServiceCollector  # noqa: F401 - the exporter of gedge_queue_depth
 
     hpas = of_kind(EXTRAS, "HorizontalPodAutoscaler")
     queues = worker_queues(BASE)
     assert {h["metadata"]["name"] for h in hpas} == set(queues)
-    metrics_py = (ROOT / "jobs" / "metrics.py").read_text()
+    metrics_py = (ROOT / "jobs" / "ops" / "metrics.py").read_text()
     for hpa in hpas:
         find(BASE, "Deployment", hpa["spec"]["scaleTargetRef"]["name"])
         watched = []

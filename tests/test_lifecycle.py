@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from jobs import services
+from jobs.lifecycle import runner
+from jobs.lifecycle.runner import run_stage
+from jobs.lifecycle.services import ActionNotAllowed, cancel_job, retry_job, submit_job
+from jobs.lifecycle.transitions import TRANSITIONS, IllegalTransition, StaleTransition, transition
 from jobs.models import PIPELINE, Job, Status
-from jobs.services import ActionNotAllowed, cancel_job, retry_job, run_stage, submit_job
-from jobs.transitions import TRANSITIONS, IllegalTransition, StaleTransition, transition
 
 from .conftest import make_video, wait_for_status, worker_in_process
 
@@ -64,7 +65,7 @@ def test_duplicate_stage_message_is_ignored(owner, tmp_path, redis_clean):
 @pytest.mark.django_db(transaction=True)
 def test_stage_that_fails_once_is_retried_and_the_job_exits(owner, tmp_path, redis_clean, settings, monkeypatch):
     settings.GEDGE_RETRY_BACKOFF_MS = 50
-    real = services.STAGE_BODIES["inference"]
+    real = runner.STAGE_BODIES["inference"]
     calls = []
 
     def flaky(job, progress):
@@ -73,7 +74,7 @@ def test_stage_that_fails_once_is_retried_and_the_job_exits(owner, tmp_path, red
             raise RuntimeError("GPU fell off the bus")
         return real(job, progress)
 
-    monkeypatch.setitem(services.STAGE_BODIES, "inference", flaky)
+    monkeypatch.setitem(runner.STAGE_BODIES, "inference", flaky)
     with worker_in_process(threads=2):
         job = upload(owner, tmp_path)
         job = wait_for_status(job.pk, {Status.EXIT, Status.FAILED}, timeout=60)
@@ -96,7 +97,7 @@ def test_stage_that_always_fails_ends_failed_after_the_limit(owner, tmp_path, re
     def broken(job, progress):
         raise ValueError("encoder exploded")
 
-    monkeypatch.setitem(services.STAGE_BODIES, "postprocess", broken)
+    monkeypatch.setitem(runner.STAGE_BODIES, "postprocess", broken)
     with worker_in_process(threads=2):
         job = upload(owner, tmp_path)
         job = wait_for_status(job.pk, {Status.EXIT, Status.FAILED}, timeout=60)
@@ -139,7 +140,7 @@ def test_cancel_stops_a_running_stage_at_the_next_batch_and_cleans_up(owner, tmp
                                                                      monkeypatch):
     settings.GEDGE_PROGRESS_INTERVAL_S = 0
     job = upload(owner, tmp_path)
-    real = services.STAGE_BODIES["preprocess"]
+    real = runner.STAGE_BODIES["preprocess"]
 
     def cancel_midway(job_, progress):
         def progress_then_cancel(done, total):
@@ -149,7 +150,7 @@ def test_cancel_stops_a_running_stage_at_the_next_batch_and_cleans_up(owner, tmp
 
         return real(job_, progress_then_cancel)
 
-    monkeypatch.setitem(services.STAGE_BODIES, "preprocess", cancel_midway)
+    monkeypatch.setitem(runner.STAGE_BODIES, "preprocess", cancel_midway)
     run_stage("preprocess", job.pk)
     job.refresh_from_db()
     assert job.status == Status.CANCELLED and job.ended_at is not None

@@ -17,11 +17,12 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from gedge_site.logjson import JsonFormatter
-from jobs import services
-from jobs.health import WorkerHealth, marker_path
-from jobs.metrics import queue_key
+from jobs.lifecycle import runner
+from jobs.lifecycle.runner import run_stage
+from jobs.lifecycle.services import submit_job
 from jobs.models import Status
-from jobs.services import run_stage, submit_job
+from jobs.ops.health import WorkerHealth, marker_path
+from jobs.ops.metrics import queue_key
 from stages.errors import UnprocessableInput
 
 from .conftest import make_video
@@ -91,23 +92,23 @@ def test_healthz_and_readyz(client):
 @pytest.mark.django_db(transaction=True)
 def test_stage_runs_record_durations_frames_retries_and_failures(owner, tmp_path, redis_clean, monkeypatch):
     job = upload(owner, tmp_path, frames=5)
-    counts = {stage: sample("gedge_stage_duration_seconds_count", stage=stage) for stage in services.STAGES}
+    counts = {stage: sample("gedge_stage_duration_seconds_count", stage=stage) for stage in runner.STAGES}
     frames = sample("gedge_frames_processed_total", stage="inference")
     for stage in ("preprocess", "inference", "postprocess"):
         run_stage(stage, job.pk)
     job.refresh_from_db()
     assert job.status == Status.EXIT
-    for stage in services.STAGES:
+    for stage in runner.STAGES:
         assert sample("gedge_stage_duration_seconds_count", stage=stage) == counts[stage] + 1
     assert sample("gedge_frames_processed_total", stage="inference") == frames + 5
     total_ms = sum(job.stage_ms.values())
-    observed = sum(sample("gedge_stage_duration_seconds_sum", stage=s) for s in services.STAGES)
+    observed = sum(sample("gedge_stage_duration_seconds_sum", stage=s) for s in runner.STAGES)
     assert observed >= total_ms / 1000 * 0.99  # the histogram holds at least this job's stage times
 
     retries = sample("gedge_stage_retries_total", stage="preprocess")
     failures = sample("gedge_stage_failures_total", stage="preprocess")
     crash = upload(owner, tmp_path)
-    monkeypatch.setitem(services.STAGE_BODIES, "preprocess", lambda job, progress: 1 / 0)
+    monkeypatch.setitem(runner.STAGE_BODIES, "preprocess", lambda job, progress: 1 / 0)
     run_stage("preprocess", crash.pk)
     assert sample("gedge_stage_retries_total", stage="preprocess") == retries + 1
 
@@ -115,7 +116,7 @@ def test_stage_runs_record_durations_frames_retries_and_failures(owner, tmp_path
         raise UnprocessableInput("not a video")
 
     bad = upload(owner, tmp_path)
-    monkeypatch.setitem(services.STAGE_BODIES, "preprocess", unusable)
+    monkeypatch.setitem(runner.STAGE_BODIES, "preprocess", unusable)
     run_stage("preprocess", bad.pk)
     assert sample("gedge_stage_failures_total", stage="preprocess") == failures + 1
     assert sample("gedge_stage_duration_seconds_count", stage="preprocess") == counts["preprocess"] + 1
@@ -179,7 +180,7 @@ def test_probe_ignores_dead_and_silent_workers(settings, tmp_path, capsys):
 
 
 def test_worker_without_its_model_consumes_nothing_until_it_loads(settings, tmp_path, caplog, monkeypatch):
-    from jobs import detector
+    from jobs.workers import detector
 
     monkeypatch.setattr(detector, "_detector", None)  # a fresh worker process has loaded nothing
     detector.model_input_size.cache_clear()
@@ -206,9 +207,9 @@ def test_worker_without_its_model_consumes_nothing_until_it_loads(settings, tmp_
 
 
 def test_json_log_line_carries_the_job_id():
-    record = logging.LogRecord("jobs.services", logging.INFO, __file__, 1, "%s started", ("inference",), None)
+    record = logging.LogRecord("jobs.lifecycle.services", logging.INFO, __file__, 1, "%s started", ("inference",), None)
     record.job_id = 42
     line = JsonFormatter().format(record)
     assert "\n" not in line
-    assert json.loads(line) | {"ts": None} == {"ts": None, "level": "INFO", "logger": "jobs.services",
+    assert json.loads(line) | {"ts": None} == {"ts": None, "level": "INFO", "logger": "jobs.lifecycle.services",
                                                "msg": "inference started", "job_id": 42}

@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import URLPattern, get_resolver, reverse
 from rest_framework.test import APIClient
 
-from jobs.broadcast import push_job
+from jobs.lifecycle.broadcast import push_job
 from jobs.models import Job, Status
 
 from .conftest import PASSWORD, token_for

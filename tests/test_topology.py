@@ -166,7 +166,7 @@ def test_pods_as_processes_run_several_jobs_and_report_metrics(owner, media_root
         lines = (processes.log_dir / f"{name}.log").read_text().splitlines()
         records = [json.loads(line) for line in lines if line.startswith("{")]
         assert [line for line in lines if not line.startswith("{") and not supervisor.match(line)] == []
-        transitions = [r for r in records if r["logger"] == "jobs.transitions"]
+        transitions = [r for r in records if r["logger"] == "jobs.lifecycle.transitions"]
         assert all(r["job_id"] in ids for r in transitions), name
         logged[name] = len(transitions)
     # Which CPU worker takes which message is up to Dramatiq's polling, so one of the two may have had none.

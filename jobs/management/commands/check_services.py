@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.health import dependency_checks
+from jobs.ops.health import dependency_checks
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.detector import get_detector
+from jobs.workers.detector import get_detector
 from stages.errors import StageError
 from stages.pipeline import process_video_file
 from stages.postprocess import EncoderSettings

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from jobs.reaper import reap
+from jobs.lifecycle.reaper import reap
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import os
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.health import dependency_checks, read_markers
+from jobs.ops.health import dependency_checks, read_markers
 
 
 class Command(BaseCommand):

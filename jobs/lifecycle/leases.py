@@ -20,8 +20,10 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from .models import Job
-from .shutdown import SHUTTING_DOWN
+from jobs.models import Job
+from jobs.workers.shutdown import SHUTTING_DOWN
+
+from .transitions import JobInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ class Lease:
 
     def check(self) -> None:
         """Called at batch boundaries by the stage's progress callback."""
-        from .transitions import JobInterrupted
-
         if self.lost.is_set():
             raise JobInterrupted(f"job {self.job_id} lease lost (attempt {self.attempt})")
         if SHUTTING_DOWN.is_set():

@@ -2,11 +2,12 @@
 
 Web and workers are separate processes (separate Pods), so each metric lives where it is true:
 
-* Workers observe what only they see, when it happens: how long each stage run took (histogram), frames
-  processed, stage retries and failures. A worker Pod exposes them on :9191/metrics next to Dramatiq's own
-  worker metrics (``dramatiq.middleware.prometheus.Prometheus``). A worker runs several processes, so
-  ``PROMETHEUS_MULTIPROC_DIR`` must be set in the worker's environment (to the same folder as
-  ``dramatiq_prom_db``) before anything imports prometheus_client; k8s/base/worker-*.yaml does that.
+* Workers observe what only they see, when it happens (jobs/workers/stage_metrics.py): how long each stage
+  run took (histogram), frames processed, stage retries and failures. A worker Pod exposes them on
+  :9191/metrics next to Dramatiq's own worker metrics (``dramatiq.middleware.prometheus.Prometheus``). A
+  worker runs several processes, so ``PROMETHEUS_MULTIPROC_DIR`` must be set in the worker's environment
+  (to the same folder as ``dramatiq_prom_db``) before anything imports prometheus_client;
+  k8s/base/worker-*.yaml does that.
   Histograms recorded at the moment a stage ends are exact and counted once, however many workers run;
   deriving them from ``Job.stage_ms`` at scrape would rescan every job on every scrape and go backwards
   when a job is retried from scratch or deleted.
@@ -22,37 +23,15 @@ import logging
 from collections.abc import Iterator
 
 from django.conf import settings
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jobs.lifecycle.transitions import STAGES
+from jobs.models import Job, Status
+from jobs.workers import stage_metrics  # noqa: F401 - registers the stage metrics (embedded: the workers' own)
+
 logger = logging.getLogger(__name__)
-
-# A stage handles one whole video: from a fraction of a second (a short clip) to the stage time limit.
-STAGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf"))
-
-STAGE_SECONDS = Histogram("gedge_stage_duration_seconds", "Wall time of one successful stage run, per stage",
-                          ["stage"], buckets=STAGE_BUCKETS)
-FRAMES = Counter("gedge_frames_processed_total", "Frames a stage completed", ["stage"])
-RETRIES = Counter("gedge_stage_retries_total", "Stage runs that crashed and were sent back for a retry",
-                  ["stage"])
-FAST_READS = Counter("gedge_api_fast_reads_total", "GET /api/jobs/ and /api/jobs/{id}/: answered on the event loop "
-                     "(jobs/readpath.py) or passed to Django", ["result"])
-FAILURES = Counter("gedge_stage_failures_total", "Stage runs that failed their job", ["stage"])
-
-
-def observe_stage(stage: str, seconds: float, frames: int) -> None:
-    STAGE_SECONDS.labels(stage).observe(seconds)
-    FRAMES.labels(stage).inc(frames)
-
-
-def count_retry(stage: str) -> None:
-    RETRIES.labels(stage).inc()
-
-
-def count_failure(stage: str) -> None:
-    FAILURES.labels(stage).inc()
-
 
 class ServiceCollector(Collector):
     """Jobs by status from the database and queue depths from Redis, read at every scrape."""
@@ -79,8 +58,6 @@ class ServiceCollector(Collector):
     def _jobs_by_status() -> GaugeMetricFamily:
         from django.db.models import Count
 
-        from .models import Job, Status
-
         counts = dict(Job.objects.order_by().values_list("status").annotate(n=Count("id")))
         family = GaugeMetricFamily("gedge_jobs", "Jobs by status", labels=["status"])
         for status in Status:  # every status, zeros too, so a series never vanishes
@@ -90,8 +67,6 @@ class ServiceCollector(Collector):
     @staticmethod
     def _queue_depths() -> Iterator[GaugeMetricFamily]:
         import redis
-
-        from .transitions import STAGES
 
         namespace = settings.DRAMATIQ_BROKER["OPTIONS"]["namespace"]
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.faultsim import FaultConfig, FaultRun
+from faultlab.run import FaultConfig, FaultRun
 
 
 class Command(BaseCommand):

@@ -1,4 +1,8 @@
-"""The fault test: many jobs through real worker processes while workers die and services restart.
+"""The fault run: many jobs through real worker processes while workers die and services restart.
+
+A test tool, not part of the product: it kills processes and restarts Redis and PostgreSQL through a shell.
+It is neither in the package nor in the images, and `manage.py fault_test` exists only where
+GEDGE_FAULT_LAB=1 (`make test` sets it).
 
 Runs against the configured PostgreSQL and Redis (production settings). Worker processes are started here
 with the same command as the Pods (`manage.py rundramatiq --queues ...`) and restarted after they die, as
@@ -26,10 +30,10 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Q
 
+from jobs.lifecycle.services import submit_job
+from jobs.lifecycle.transitions import STAGE_BY_RUNNING, STAGES
+from jobs.models import TERMINAL, Job, JobEvent, Status
 from stages.synthetic import make_video
-
-from .models import TERMINAL, Job, JobEvent, Status
-from .transitions import STAGE_BY_RUNNING, STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 POISON = "poison-pill"
@@ -229,8 +233,6 @@ class FaultRun:
     def submit_all(self, user) -> list[int]:
         from django.core.files.uploadedfile import SimpleUploadedFile
         from django.test.utils import override_settings
-
-        from .services import submit_job
 
         ids = []
         # All jobs are queued at once on purpose: the per-user cap on active jobs is not what is tested here.

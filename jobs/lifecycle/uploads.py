@@ -1,4 +1,4 @@
-"""Accepting an uploaded video: size limit while streaming, type decided by probing the content."""
+"""Storing an uploaded video: under a generated name, its type decided by probing the content."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 
 from stages.errors import UnprocessableInput
 from stages.video import VideoInfo, VideoLimits, probe_video
@@ -36,33 +35,6 @@ def video_limits() -> VideoLimits:
     """The decoding limits from settings: checked on the probe at upload and again while decoding."""
     return VideoLimits(max_width=settings.GEDGE_MAX_WIDTH, max_height=settings.GEDGE_MAX_HEIGHT,
                        max_frames=settings.GEDGE_MAX_FRAMES, max_duration_s=settings.GEDGE_MAX_DURATION_S)
-
-
-class SizeLimitUploadHandler(FileUploadHandler):
-    """Stops reading the request body as soon as a file passes GEDGE_MAX_UPLOAD_BYTES.
-
-    It runs first among the upload handlers, so the chunk that crosses the limit is never handed to the
-    handler that writes the temporary file, and the rest of the body is not read at all.
-    """
-
-    def __init__(self, request=None):
-        super().__init__(request)
-        self.received = 0
-
-    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
-        self.received = 0
-
-    def receive_data_chunk(self, raw_data, start):
-        self.received = start + len(raw_data)
-        if self.received > settings.GEDGE_MAX_UPLOAD_BYTES:
-            self.request.gedge_upload_too_large = True
-            # connection_reset=True: Django's parser then skips draining the remaining body (up to the full
-            # oversized upload) just to throw it away; the response tells the client to stop.
-            raise StopUpload(connection_reset=True)
-        return raw_data
-
-    def file_complete(self, file_size):
-        return None
 
 
 def clean_original_name(name: str) -> str:

@@ -1,63 +1,46 @@
-"""What the views, the admin, the commands and the actors call: submit, cancel, retry, run a stage."""
+"""Running one stage of one job in a worker: the actors call :func:`run_stage`.
+
+A stage moves its job from its ready status to its running status (a compare-and-set: a duplicate or late
+message changes nothing), runs the plain stage code from ``stages/`` under a lease, and on success moves the
+job to the stage's complete status, which dispatches the next stage. A crash is retried with a backoff and
+counted in ``iteration``; an input or model error fails the job; a stopping worker hands the job back.
+"""
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 from django.conf import settings
-from django.db import DatabaseError, transaction
 
+from jobs.models import Job, Status
+from jobs.workers import stage_metrics
+from jobs.workers.detector import get_detector, model_input_size
+from jobs.workers.faults import maybe_crash, maybe_slow
 from stages.errors import ModelError, UnprocessableInput
 from stages.inference import run_inference
-from stages.postprocess import ANNOTATED, DETECTIONS_JSON, EncoderSettings, postprocess_detections
+from stages.postprocess import EncoderSettings, postprocess_detections
 from stages.preprocess import preprocess_video
 from stages.video import probe_video
 
-from . import metrics
 from .broadcast import push_job
-from .detector import get_detector, model_input_size
-from .faults import maybe_crash, maybe_slow
 from .leases import HandBack, Lease, owner_name
-from .models import ACTIVE, TERMINAL, Job, Status
-from .transitions import (
-    STAGE_BY_RUNNING,
-    STAGES,
-    JobInterrupted,
-    Stage,
-    StaleTransition,
-    record_progress,
-    transition,
-)
+from .services import cleanup_work, finalize_job
+from .transitions import STAGES, JobInterrupted, Stage, StaleTransition, record_progress, transition
+from .uploads import video_limits
 
 logger = logging.getLogger(__name__)
 MODEL_FACTS = "model.json"
-
-
-class ActionNotAllowed(Exception):
-    """Cancel or retry asked of a job in a status that does not allow it."""
-
-
-class TooManyActiveJobs(Exception):
-    """The user already has GEDGE_MAX_ACTIVE_JOBS_PER_USER jobs that have not ended."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"you already have {limit} jobs that have not ended; wait for one to finish or cancel one")
-        self.limit = limit
 
 
 # --- stage bodies: job row in, stage function called, fields for the completing transition out ---
 
 
 def _preprocess(job: Job, progress: Callable[[int, int], None]) -> dict[str, Any]:
-    from .uploads import video_limits
-
     limits = video_limits()
     info = probe_video(job.source_path, limits)
     out = attempt_dir(job, "preprocess")
@@ -113,20 +96,6 @@ def _after_complete(job: Job, stage: Stage) -> None:
         shutil.rmtree(job.job_dir / job.artifacts["frames"], ignore_errors=True)
     elif stage.name == "postprocess":
         finalize_job(job)
-
-
-def finalize_job(job: Job) -> Job:
-    """Postprocessing_complete -> Exit: move the winning attempt's results into place, drop the work folder.
-
-    Idempotent, so the reaper can finish a job whose worker died between the two steps.
-    """
-    source = job.job_dir / job.artifacts.get("result", "-")
-    job.result_dir.mkdir(parents=True, exist_ok=True)
-    for name in (ANNOTATED, DETECTIONS_JSON):
-        if (source / name).exists():
-            os.replace(source / name, job.result_dir / name)
-    cleanup_work(job)
-    return transition(job.pk, Status.POSTPROCESSING_COMPLETE, Status.EXIT, message="results ready")
 
 
 STAGE_BODIES: dict[str, Callable[[Job, Callable[[int, int], None]], dict[str, Any]]] = {
@@ -199,7 +168,7 @@ def run_stage(stage_name: str, job_id: int) -> None:
     except StaleTransition:
         logger.info("%s finished but the job moved on (cancelled?)", stage.name, extra={"job_id": job_id})
         return
-    metrics.observe_stage(stage.name, stage_ms[stage.name] / 1000, fields.get(stage.progress_field, 0))
+    stage_metrics.observe_stage(stage.name, stage_ms[stage.name] / 1000, fields.get(stage.progress_field, 0))
     _after_complete(job, stage)
 
 
@@ -224,7 +193,7 @@ def _retry_or_fail(job: Job, stage: Stage, reason: str) -> None:
                    dispatch_delay_ms=delay, attempt=job.attempt)
     except StaleTransition:  # the lease was taken over meanwhile: the newer attempt owns the job
         return
-    metrics.count_retry(stage.name)
+    stage_metrics.count_retry(stage.name)
 
 
 def _fail(job: Job, stage: Stage, reason: str) -> None:
@@ -233,100 +202,6 @@ def _fail(job: Job, stage: Stage, reason: str) -> None:
                    message=reason, attempt=job.attempt)
     except StaleTransition:
         return
-    metrics.count_failure(stage.name)
+    stage_metrics.count_failure(stage.name)
 
 
-def cleanup_work(job: Job) -> None:
-    shutil.rmtree(job.work_dir, ignore_errors=True)
-
-
-def cancel_job(job: Job) -> Job:
-    """Cancel a job that has not ended; a running stage stops at its next batch boundary."""
-    for _ in range(5):  # the status may move under us; re-read and try again
-        job.refresh_from_db()
-        if job.status in TERMINAL:
-            raise ActionNotAllowed(f"a job that is {job.status} cannot be cancelled")
-        try:
-            job = transition(job.pk, job.status, Status.CANCELLED, message="cancelled by " + job.user.username)
-        except StaleTransition:
-            continue
-        if job.status not in STAGE_BY_RUNNING:
-            cleanup_work(job)
-        return job
-    raise ActionNotAllowed("the job is changing too fast to cancel; try again")
-
-
-def retry_job(job: Job, by: str = "") -> Job:
-    """Send a Failed or Cancelled job back, from the failed stage where its input is still there."""
-    job.refresh_from_db()
-    if job.status == Status.FAILED and job.failed_stage in STAGES and _stage_input_present(job):
-        target = STAGES[job.failed_stage].ready
-    elif job.status in (Status.FAILED, Status.CANCELLED):
-        target = Status.ENQUEUE
-    else:
-        raise ActionNotAllowed(f"a job that is {job.status} cannot be retried")
-    fields: dict[str, Any] = {"iteration": 0, "failed_stage": "", "ended_at": None}
-    if target == Status.ENQUEUE:
-        fields.update(preprocess_done=0, inference_done=0, postprocess_done=0, stage_ms={})
-    try:
-        return transition(job.pk, job.status, target, fields=fields,
-                          message=f"retry{' by ' + by if by else ''} from {target}")
-    except StaleTransition as exc:
-        raise ActionNotAllowed("the job changed; reload and try again") from exc
-
-
-def _stage_input_present(job: Job) -> bool:
-    if job.failed_stage == "preprocess":
-        return True
-    key = "frames" if job.failed_stage == "inference" else "detections"
-    return key in job.artifacts and (job.job_dir / job.artifacts[key]).is_dir()
-
-
-def _check_queue_reachable() -> None:
-    """Refuse an upload (503) while Redis is down rather than accept a job no worker can be told about."""
-    client = getattr(dramatiq.get_broker(), "client", None)
-    if client is not None:
-        client.ping()
-
-
-def _check_active_cap(user) -> None:
-    limit = settings.GEDGE_MAX_ACTIVE_JOBS_PER_USER
-    if limit and Job.objects.filter(user=user, status__in=ACTIVE).count() >= limit:
-        raise TooManyActiveJobs(limit)
-
-
-def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False) -> tuple[Job, bool]:
-    """Store and probe an upload and create its job; (existing job, False) for a repeated client_token.
-
-    Raises TooManyActiveJobs where the user is at GEDGE_MAX_ACTIVE_JOBS_PER_USER.
-    """
-    from .transitions import create_job
-    from .uploads import clean_original_name, discard_upload, job_type, store_upload
-
-    if client_token:
-        existing = Job.objects.filter(user=user, client_token=client_token).first()
-        if existing is not None:
-            return existing, False
-    _check_active_cap(user)  # refuse before spending time storing and probing the file
-    _check_queue_reachable()
-    path, info, size = store_upload(user.pk, uploaded)
-    name = clean_original_name(uploaded.name or "")
-    try:
-        with transaction.atomic():
-            # One user's submissions take turns here, so two at once cannot both slip under the cap.
-            # _meta.model, not type(user): a session user is a SimpleLazyObject, which has no manager.
-            user._meta.model.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).get()
-            _check_active_cap(user)
-            job = create_job(
-                user=user, path=path, type=job_type(name, info), original_name=name, size_bytes=size,
-                client_token=client_token, width=info.width, height=info.height, fps=info.fps,
-                frame_count=info.frame_count, duration_s=info.duration_s, params={"enhance": enhance},
-            )
-    except (TooManyActiveJobs, DatabaseError):  # IntegrityError included; an outage leaves no stray file
-        discard_upload(path)
-        if client_token:  # the same token raced in from a parallel request: that one's job is the answer
-            existing = Job.objects.filter(user=user, client_token=client_token).first()
-            if existing is not None:
-                return existing, False
-        raise
-    return job, True

@@ -24,12 +24,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import dramatiq
 from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import TERMINAL, Job, JobEvent, Status
+from jobs.models import TERMINAL, Job, JobEvent, Status
+
+from .broadcast import push_job
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 @dataclass(frozen=True)
 class Stage:
     name: str  # also the Dramatiq queue name
+    actor: str  # the Dramatiq actor that runs it (jobs/actors.py)
     ready: Status
     running: Status
     complete: Status
@@ -59,11 +63,11 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {
-    "preprocess": Stage("preprocess", Status.ENQUEUE, Status.PREPROCESSING, Status.PREPROCESSING_COMPLETE,
-                        "preprocess_done"),
-    "inference": Stage("inference", Status.PREPROCESSING_COMPLETE, Status.INFERENCING,
+    "preprocess": Stage("preprocess", "preprocess_job", Status.ENQUEUE, Status.PREPROCESSING,
+                        Status.PREPROCESSING_COMPLETE, "preprocess_done"),
+    "inference": Stage("inference", "infer_job", Status.PREPROCESSING_COMPLETE, Status.INFERENCING,
                        Status.INFERENCING_COMPLETE, "inference_done"),
-    "postprocess": Stage("postprocess", Status.INFERENCING_COMPLETE, Status.POSTPROCESSING,
+    "postprocess": Stage("postprocess", "postprocess_job", Status.INFERENCING_COMPLETE, Status.POSTPROCESSING,
                          Status.POSTPROCESSING_COMPLETE, "postprocess_done"),
 }
 STAGE_BY_READY = {stage.ready: stage for stage in STAGES.values()}
@@ -82,22 +86,23 @@ def dispatch_stage(job: Job, stage: Stage, delay_ms: int = 0, front: bool = Fals
     """Send the stage's message after commit; its id is stored on the row now, in the same transaction.
 
     ``dispatched_at`` is when the message is due (after any backoff), so the reaper can tell a lost message
-    from one that is merely waiting (jobs/reaper.py). ``front`` puts the message at the head of its queue:
+    from one that is merely waiting (jobs/lifecycle/reaper.py). ``front`` puts the message at the head of its queue:
     work taken back from a dead or stopping worker resumes before jobs that have not started yet.
     """
-    from . import actors  # actors import this module; Dramatiq needs the broker set up first
-
-    actor = actors.ACTOR_BY_STAGE[stage.name]
-    message = actor.message_with_options(args=(job.pk,))
+    # The message is built from the stage's names, not from the actor object: this module is below the
+    # actors (jobs/actors.py -> runner -> transitions), and the web process need not import stage code.
+    broker = dramatiq.get_broker()
+    message = dramatiq.Message(queue_name=stage.name, actor_name=stage.actor, args=(job.pk,), kwargs={},
+                               options={})
     due = timezone.now() + timedelta(milliseconds=delay_ms)
     Job.objects.filter(pk=job.pk).update(message_id=message.message_id, dispatched_at=due)
     job.message_id, job.dispatched_at = message.message_id, due
 
     def send() -> None:
         try:
-            sent = actor.broker.enqueue(message, delay=delay_ms or None)
+            sent = broker.enqueue(message, delay=delay_ms or None)
             if front and not delay_ms:
-                _move_to_front(actor.broker, sent)
+                _move_to_front(broker, sent)
         except Exception:  # broker down: the row is committed; the reaper sends the stage again
             logger.warning("could not send %s", stage.name, exc_info=True, extra={"job_id": job.pk})
 
@@ -170,8 +175,6 @@ def create_job(**fields: Any) -> Job:
 
 
 def _after_commit(job: Job, dispatch_delay_ms: int, front: bool = False) -> None:
-    from .broadcast import push_job
-
     # After commit, browsers first (a push is what a person waits for), then the next stage's message.
     transaction.on_commit(lambda: push_job(job))
     stage = STAGE_BY_READY.get(job.status)

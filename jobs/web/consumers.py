@@ -7,7 +7,11 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from .broadcast import STAFF_GROUP, user_group
+from jobs.lifecycle.broadcast import STAFF_GROUP, user_group
+from jobs.models import Job
+from jobs.serializers import job_payload
+
+from .channel_layer import keep_subscribed
 
 SNAPSHOT_LIMIT = 200
 
@@ -18,6 +22,7 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
+        await keep_subscribed(self.channel_layer)
         self.groups_joined = [STAFF_GROUP] if user.is_staff else [user_group(user.pk)]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -37,7 +42,4 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _snapshot(self, user):
-        from .api import visible_jobs
-        from .serializers import job_payload
-
-        return [job_payload(job) for job in visible_jobs(user).order_by("-id")[:SNAPSHOT_LIMIT]]
+        return [job_payload(job) for job in Job.objects.visible_to(user).order_by("-id")[:SNAPSHOT_LIMIT]]

@@ -15,15 +15,14 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from jobs.lifecycle.services import TooManyActiveJobs, submit_job
+from jobs.lifecycle.uploads import UploadTooLarge
+from jobs.models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Status
+from jobs.serializers import JobEventSerializer, job_payload
 from stages.errors import UnprocessableInput
 from stages.postprocess import DETECTIONS_JSON
 
-from .api import visible_jobs
 from .consumers import SNAPSHOT_LIMIT
-from .models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Status
-from .serializers import JobEventSerializer, job_payload
-from .services import TooManyActiveJobs, submit_job
-from .uploads import UploadTooLarge
 
 CONSOLE_LIMIT = SNAPSHOT_LIMIT  # the page shows what the socket's snapshot would, so a reconnect changes nothing
 CHART_MAX_POINTS = 400  # enough for a smooth line, small enough to draw instantly on a phone
@@ -33,7 +32,7 @@ CSV_COLUMNS = ["frame", "time_ms", "class", "class_id", "score", "x1", "y1", "x2
 
 def _visible_job(request: HttpRequest, pk: int) -> Job:
     """The job if this user may see it; another user's job is indistinguishable from a missing one."""
-    job = visible_jobs(request.user).filter(pk=pk).first()
+    job = Job.objects.visible_to(request.user).filter(pk=pk).first()
     if job is None:
         raise Http404("no such job")
     return job
@@ -60,7 +59,7 @@ def _page_config(request: HttpRequest) -> dict:
 
 @login_required
 def console(request: HttpRequest) -> HttpResponse:
-    jobs = list(visible_jobs(request.user).order_by("-id")[:CONSOLE_LIMIT])
+    jobs = list(Job.objects.visible_to(request.user).order_by("-id")[:CONSOLE_LIMIT])
     # Rendered into the page so it is complete before the socket connects; the socket's snapshot then
     # replaces it with whatever is newer.
     initial = {"jobs": [job_payload(job) for job in jobs], "timelines": _timelines([job.pk for job in jobs])}
@@ -199,7 +198,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 def readyz(request: HttpRequest) -> JsonResponse:
     """The web's readiness: database and Redis. Worker Pods use `manage.py worker_ready` (model loaded too)."""
-    from .health import dependency_checks
+    from jobs.ops.health import dependency_checks
 
     checks = dependency_checks()
     ok = all(v == "ok" for v in checks.values())
@@ -207,9 +206,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text: this process's metrics plus jobs by status and queue depths (see jobs/metrics.py)."""
+    """Prometheus text: this process's metrics plus jobs by status and queue depths (see jobs/ops/metrics.py)."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    from .metrics import exposition
+    from jobs.ops.metrics import exposition
 
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -36,7 +36,7 @@ def marker_path(pid: int) -> Path:
 
 def load_for_queues(queues: set[str] | None) -> dict[str, Any]:
     """Load what a worker on ``queues`` (None: all) needs; returns facts for the marker, raises on failure."""
-    from .detector import get_detector, model_input_size
+    from jobs.workers.detector import get_detector, model_input_size
 
     facts: dict[str, Any] = {"input_size": list(model_input_size())}
     if queues is None or queues & MODEL_QUEUES:

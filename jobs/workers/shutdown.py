@@ -11,7 +11,7 @@ SHUTTING_DOWN = threading.Event()
 
 
 class GracefulShutdown(dramatiq.Middleware):
-    """Flags SHUTTING_DOWN as soon as the worker starts to stop (SIGTERM); see jobs/leases.py."""
+    """Flags SHUTTING_DOWN as soon as the worker starts to stop (SIGTERM); see jobs/lifecycle/leases.py."""
 
     def after_worker_boot(self, broker, worker):
         SHUTTING_DOWN.clear()  # a new worker in the same process (tests, the embedded mode) starts fresh

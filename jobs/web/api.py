@@ -1,31 +1,62 @@
 """REST API under /api/ (the interface is fixed in shared/DESIGN.md)."""
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponse
+from django.http import FileResponse, HttpResponse, HttpResponseNotModified
+from django.utils.http import parse_etags
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, parsers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
+from jobs.lifecycle.services import ActionNotAllowed, TooManyActiveJobs, cancel_job, retry_job, submit_job
+from jobs.lifecycle.uploads import UploadTooLarge
+from jobs.models import Job, Status
+from jobs.serializers import SHAPE_COLUMNS, JobEventSerializer, JobSerializer
 from stages.errors import UnprocessableInput
 from stages.postprocess import ANNOTATED, DETECTIONS_JSON
 
 from .api_errors import ApiError
 from .files import ranged_file_response
-from .models import Job, Status
-from .serializers import JobEventSerializer, JobSerializer
-from .services import ActionNotAllowed, TooManyActiveJobs, cancel_job, retry_job, submit_job
-from .uploads import SizeLimitUploadHandler, UploadTooLarge
+from .upload_limit import SizeLimitUploadHandler
+
+# Polling clients revalidate instead of downloading the same job again: every read of a job or a page carries
+# an ETag, and a request whose If-None-Match holds it answers 304 with no body.
+CACHE_CONTROL = "private, no-cache"
 
 
-def visible_jobs(user):
-    """Staff see every job; everyone else only their own (others' jobs answer 404)."""
-    jobs = Job.objects.select_related("user")
-    return jobs if user.is_staff else jobs.filter(user=user)
+def etag_for(jobs: Iterable[Job], *context) -> str:
+    """A strong validator from what the shape depends on: each job's version (it grows with every change to
+    the row that the shape shows), its owner's name (not in the row), and for a page, the page's own facts."""
+    digest = hashlib.blake2b(digest_size=12)
+    for item in context:
+        digest.update(f"{item}\x1f".encode())
+    for job in jobs:
+        digest.update(f"{job.pk}:{job.version}:{job.user.username}\x1e".encode())
+    return f'"{digest.hexdigest()}"'
+
+
+def not_modified(request, etag: str) -> HttpResponseNotModified | None:
+    """304 where the request's If-None-Match names ``etag`` (weak comparison, as RFC 9110 says for GET)."""
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return None
+    tags = {tag.removeprefix("W/") for tag in parse_etags(header)}
+    if "*" not in tags and etag not in tags:
+        return None
+    response = HttpResponseNotModified()
+    response["ETag"], response["Cache-Control"] = etag, CACHE_CONTROL
+    return response
+
+
+def with_etag(response: Response, etag: str) -> Response:
+    response["ETag"], response["Cache-Control"] = etag, CACHE_CONTROL
+    return response
 
 
 class SubmitSerializer(serializers.Serializer):
@@ -49,13 +80,29 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return [ScopedRateThrottle()] if self.action == "create" else []
 
     def get_queryset(self):
-        jobs = visible_jobs(self.request.user).order_by("-id")
+        jobs = Job.objects.visible_to(self.request.user).order_by("-id")
+        if self.action in ("list", "retrieve"):  # the polled reads: one query, only what the shape shows
+            jobs = jobs.only(*SHAPE_COLUMNS)
         wanted = self.request.query_params.get("status")
         if wanted and self.action == "list":
             if wanted not in Status.values:
                 raise ApiError("invalid_status", f"unknown status '{wanted}'; one of {', '.join(Status.values)}")
             jobs = jobs.filter(status=wanted)
         return jobs
+
+    def list(self, request, *args, **kwargs):
+        jobs = list(self.paginate_queryset(self.filter_queryset(self.get_queryset())))
+        etag = etag_for(jobs, request.build_absolute_uri(), self.paginator.page.paginator.count)
+        if (unchanged := not_modified(request, etag)) is not None:
+            return unchanged
+        return with_etag(self.get_paginated_response(self.get_serializer(jobs, many=True).data), etag)
+
+    def retrieve(self, request, *args, **kwargs):
+        job = self.get_object()
+        etag = etag_for([job])
+        if (unchanged := not_modified(request, etag)) is not None:
+            return unchanged
+        return with_etag(Response(self.get_serializer(job).data), etag)
 
     def initialize_request(self, request, *args, **kwargs):
         # Enforce the size limit while the body streams in, before anything is written to disk.
@@ -66,7 +113,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                                                                                   200: JobSerializer})
     def create(self, request):
         form = SubmitSerializer(data=request.data)
-        if getattr(request._request, "gedge_upload_too_large", False):
+        if getattr(request, "gedge_upload_too_large", False):
             raise self._too_large()
         if not form.is_valid():
             sent = request.FILES.get("video")

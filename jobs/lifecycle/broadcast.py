@@ -13,7 +13,8 @@ import time
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from .models import Job
+from jobs.models import Job
+from jobs.serializers import job_payload
 
 logger = logging.getLogger(__name__)
 STAFF_GROUP = "jobs.staff"
@@ -47,8 +48,6 @@ _sender = _SenderLoop()
 
 
 def push_job(job: Job) -> None:
-    from .serializers import job_payload
-
     layer = get_channel_layer()
     if layer is None:
         return

@@ -21,7 +21,9 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from .models import Job, Status
+from jobs.models import Job, Status
+
+from .services import finalize_job
 from .transitions import STAGE_BY_READY, STAGE_BY_RUNNING, StaleTransition, dispatch_stage, transition
 
 logger = logging.getLogger(__name__)
@@ -67,8 +69,6 @@ def reap() -> dict[str, int]:
             counts["redispatched"] += 1
             logger.info("re-dispatched %s (message lost)", stage.name, extra={"job_id": job.pk})
     for job in Job.objects.filter(status=Status.POSTPROCESSING_COMPLETE, updated_at__lt=stale):
-        from .services import finalize_job
-
         try:
             finalize_job(job)
             counts["finalized"] += 1

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class FaultLabConfig(AppConfig):
+    name = "faultlab"
+    verbose_name = "G-Edge fault run (tests only)"

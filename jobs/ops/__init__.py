@@ -1,0 +1,1 @@
+"""For operators: health and readiness checks (health) and Prometheus metrics (metrics)."""
