@@ -240,6 +240,11 @@ def test_selectors_services_and_ports_line_up(variant):
     web = find(docs, "Deployment", "web")
     assert pdb["spec"]["selector"]["matchLabels"] == web["spec"]["selector"]["matchLabels"]
     assert pdb["spec"]["minAvailable"] < web["spec"]["replicas"], "a PDB the web can honour during a drain"
+    # Reads scale by web replicas: an autoscaler owns the web's count, from what it starts with.
+    hpa = find(docs, "HorizontalPodAutoscaler", "web")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    assert hpa["spec"]["minReplicas"] == web["spec"]["replicas"] < hpa["spec"]["maxReplicas"]
+    assert all(c["resources"]["requests"]["cpu"] for c in containers(web)), "CPU utilisation needs a request"
     for rule in find(docs, "Ingress", "gedge")["spec"]["rules"]:
         for path in rule["http"]["paths"]:
             backend = path["backend"]["service"]
