@@ -2,21 +2,13 @@
 # G-Edge images, two targets from one file:
 #   docker build --target cpu -t registry.example.com/gedge-cpu:0.1.0 .   (web, CPU workers, reaper, migrations)
 #   docker build --target gpu -t registry.example.com/gedge-gpu:0.1.0 .   (the inference worker, onnxruntime-gpu)
-# Builder stages make a virtualenv from wheels; the final stages copy it and the source, nothing else: no
-# compiler, no pip cache, no apt lists. The model is not in the image: it lives on the shared volume
-# (GEDGE_MODEL_PATH), so a model change needs no rebuild.
+# Builder stages make a virtualenv from wheels, installing a lock file: requirements/cpu.txt (Python 3.11) or
+# requirements/gpu.txt (Python 3.12, onnxruntime-gpu and onnx), exact versions with hashes, compiled by
+# `make lock` from the ranges in pyproject.toml (docs/dependencies.md). The final stages copy the virtualenv
+# and the source, nothing else: no compiler, no pip cache, no apt lists. The model is not in the image: it lives
+# on the shared volume (GEDGE_MODEL_PATH), so a model change needs no rebuild.
 
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
-
-# --- the dependency list, read from pyproject.toml (the one place versions are pinned) ---
-FROM python:3.11-slim-bookworm AS requirements
-WORKDIR /src
-COPY pyproject.toml ./
-# cpu.txt: the dependencies as declared; gpu.txt: onnxruntime swapped for onnxruntime-gpu (CUDA 12, cuDNN 9),
-# plus onnx, which writes the dynamic-batch copy of the model that batched inference on CUDA runs.
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-open('cpu.txt', 'w').write('\n'.join(deps) + '\n'); \
-open('gpu.txt', 'w').write('\n'.join(d for d in deps if not d.startswith('onnxruntime')) + '\nonnxruntime-gpu>=1.20,<2\nonnx>=1.16,<2\n')"
 
 # --- the application's source, the same in both images ---
 FROM scratch AS source
@@ -31,8 +23,9 @@ COPY static ./static
 # --- CPU ---
 FROM python:3.11-slim-bookworm AS builder-cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY --from=requirements /src/cpu.txt /tmp/requirements.txt
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+# The runtime dependencies and onnxruntime (the `cpu` extra), locked for this image's Python 3.11 and glibc.
+COPY requirements/cpu.txt /tmp/requirements.txt
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --only-binary=:all: --require-hashes -r /tmp/requirements.txt
 
 FROM python:3.11-slim-bookworm AS cpu
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GEDGE_VAR_DIR=/app/var
@@ -49,8 +42,10 @@ FROM ${CUDA_IMAGE} AS builder-gpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=requirements /src/gpu.txt /tmp/requirements.txt
-RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+# The runtime dependencies with onnxruntime-gpu (CUDA 12, cuDNN 9) and onnx, which writes the dynamic-batch copy
+# of the model that batched inference on CUDA runs (the `gpu` extra), locked for Ubuntu 24.04's Python 3.12.
+COPY requirements/gpu.txt /tmp/requirements.txt
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --only-binary=:all: --require-hashes -r /tmp/requirements.txt
 
 FROM ${CUDA_IMAGE} AS gpu
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GEDGE_VAR_DIR=/app/var \

@@ -6,15 +6,44 @@ PY := $(VENV)/bin/python
 SHARED_MODEL := ../shared/models/yolox_nano.onnx
 PG_CTL := pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start
 
-.PHONY: run test venv services lint bench clean
+.PHONY: run test venv lock services lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+# The venv installs the dev lock (runtime + dev extra, hashed), then the project itself without dependencies;
+# a changed lock or pyproject.toml reinstalls. `pip check` fails where pyproject.toml names a runtime
+# dependency the lock lacks: run `make lock`. Versions and how to change them: docs/dependencies.md.
+DEV_LOCK := requirements/dev.txt
+$(VENV)/.installed: $(DEV_LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r $(DEV_LOCK)
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check || { echo "$(DEV_LOCK) lacks what pyproject.toml requires: run make lock"; exit 1; }
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The lock files, compiled by uv from the ranges in pyproject.toml: dev.txt for .venv (any platform, Python
+# 3.11+), cpu.txt and gpu.txt for the two images (Dockerfile: wheels only, their Python and glibc).
+# Existing pins are kept; `make lock UPGRADE=1` upgrades every package within its range,
+# `make lock UPGRADE_PACKAGE="django twisted"` only those.
+UV := $(VENV)/bin/uv
+UV_COMPILE := $(UV) pip compile --quiet --generate-hashes --custom-compile-command 'make lock' \
+	$(if $(filter 1 yes true,$(UPGRADE)),--upgrade) $(foreach p,$(UPGRADE_PACKAGE),--upgrade-package $(p))
+# uv compiles into a copy that replaces the lock only where it differs: an unchanged lock keeps its date, so
+# the next `make test` does not reinstall .venv.
+compile = f=requirements/$(1).txt; cp $$f $$f.new 2>/dev/null; \
+	$(UV_COMPILE) $(2) pyproject.toml -o $$f.new || { rm -f $$f.new; exit 1; }; \
+	if cmp -s $$f.new $$f; then rm $$f.new; echo "$$f: unchanged"; else mv $$f.new $$f; echo "$$f: written"; fi
+
+lock: $(UV)
+	@$(call compile,dev,--universal --python-version 3.11 --extra dev)
+	@$(call compile,cpu,--only-binary :all: --python-version 3.11 --python-platform x86_64-manylinux_2_36 --extra cpu)
+	@$(call compile,gpu,--only-binary :all: --python-version 3.12 --python-platform x86_64-manylinux_2_39 --extra gpu)
+
+# uv alone (at the dev lock's version), so that `make lock` runs where the lock no longer installs.
+$(UV):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$$(grep -m1 -o '^uv==[^ ]*' $(DEV_LOCK) 2>/dev/null || echo 'uv>=0.13,<1')"
 
 # The embedded default: SQLite, in-process broker and worker threads, in-memory channel layer.
 run: venv
@@ -38,7 +67,7 @@ services:
 TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gedge} \
 	REDIS_URL=$${TEST_REDIS_URL:-redis://127.0.0.1:6379/15} DJANGO_SECRET_KEY=test-only-secret \
 	GEDGE_MODEL_PATH=$${GEDGE_MODEL_PATH:-$(abspath $(SHARED_MODEL))} GEDGE_DRAMATIQ_NAMESPACE=gedge-test \
-	GEDGE_CHANNELS_PREFIX=gedge-test
+	GEDGE_CHANNELS_PREFIX=gedge-test GEDGE_FAULT_LAB=1
 
 test: venv services
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: browser tests will fail"
