@@ -5,7 +5,8 @@
     python -m bench --only levers throughput ...   some sections only
     python -m bench --json out.json                also write every figure as JSON
 
-It prints figures; it asserts nothing about time (see docs/performance.md for the goals and the last run).
+It prints figures, the API goals as met or missed among them; it asserts nothing about time (see
+docs/performance.md for the goals and the last run).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .media import STREET, frame_count, looped_clip
-from .service import BENCH_USER, ROOT, Bench, Service, SocketClient, default_model, free_port, push_delay_s
+from .service import BENCH_USER, ROOT, Bench, Service, SocketClient, default_model, push_delay_s
 from .stats import WRK_SCRIPT, cpu_count, parse_wrk, ratio, summary_ms
 
 SECTIONS = ("throughput", "latency", "memory", "levers")
@@ -93,114 +94,67 @@ def service_jobs(service: Service, videos: list[Path], timeout: float = 900) -> 
             "exit_to_browser_s": exit_delay}
 
 
-# The loads of the API latency rows: (connections, mean think time in ms or None for a closed loop).
+# The API loads: (connections, mean think time in ms, or None for a closed loop). The goals are judged on
+# GOAL_LOAD (pollers: each client asks again about a second after its answer); the closed loops saturate the
+# web process and are reported as its throughput (req/s per web process), their tails not a goal.
+GOAL_LOAD = "32 clients, ~1 req/s each"
 LOADS = {
-    "32 clients, closed loop": (32, None),
-    "32 clients, ~1 req/s each": (32, 1000),
-    "32 clients, ~10 req/s each": (32, 100),
+    GOAL_LOAD: (32, 1000),
     "1 client, closed loop": (1, None),
+    "32 clients, closed loop": (32, None),
 }
+BUSY_LOADS = {k: LOADS[k] for k in (GOAL_LOAD, "32 clients, closed loop")}
+# The goal load again, each request sending If-None-Match with the endpoint's current ETag: every answer a 304.
+CONDITIONAL = f"{GOAL_LOAD}, If-None-Match (304)"
+GOALS_MS = {"idle": 10, "busy": 50}  # p99 of GOAL_LOAD on both endpoints; printed, never asserted
+PATHS = {"detail": "/api/jobs/{id}/", "list": "/api/jobs/"}
 
 
-def http_load(url: str, token: str | None, seconds: int, connections: int = 32, think_ms: int | None = None) -> dict:
+def http_load(url: str, token: str | None, seconds: int, connections: int = 32, think_ms: int | None = None,
+              headers: dict[str, str] | None = None) -> dict:
     """One load on one URL: wrk for clients with think time, hey for closed loops.
 
     wrk corrects its latencies for coordinated omission before it reports them: each request slower than twice
     the mean interval between one connection's requests adds made-up samples. In a closed loop that interval
     is a few milliseconds, and every 20 ms stall becomes a dozen requests nobody sent: for Daphne answering a
     constant, wrk reported p99 107 ms where hey, recording every request as it was, measured 53 ms. With think
-    time the interval is 100-1000 ms, and only stalls over 0.2-2 s would be corrected.
+    time the interval is about 1 s, and only stalls over ~2 s would be corrected.
 
     One client runs half as long (at least 2 s): it is there for the cost of one request, not for a tail."""
     if connections == 1:
         seconds = max(2, seconds // 2)
     if think_ms is None:
         return hey(url, token, seconds, connections)
-    return wrk(url, token, seconds, connections, think_ms)
+    return wrk(url, token, seconds, connections, think_ms, headers)
 
 
-def wrk(url: str, token: str | None, seconds: int, connections: int, think_ms: int) -> dict:
+def wrk_command(url: str, token: str | None, seconds: int, connections: int, script: str,
+                headers: dict[str, str] | None = None) -> list[str]:
+    """wrk's command line: the API token and any other ``headers`` each as one -H, the Lua hooks in ``script``."""
+    sent = {**({"Authorization": f"Token {token}"} if token else {}), **(headers or {})}
+    return ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+            *(arg for name, value in sent.items() for arg in ("-H", f"{name}: {value}")), "-s", script, url]
+
+
+def wrk(url: str, token: str | None, seconds: int, connections: int, think_ms: int,
+        headers: dict[str, str] | None = None) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(WRK_SCRIPT)
     env = {**os.environ, "GEDGE_WRK_THINK_MS": str(think_ms)}
-    auth = ["-H", f"Authorization: Token {token}"] if token else []
     try:
-        done = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s",
-                               "--timeout", "10s", *auth, "-s", fh.name, url],
+        done = subprocess.run(wrk_command(url, token, seconds, connections, fh.name, headers),
                               check=True, capture_output=True, text=True, env=env)
     finally:
         os.unlink(fh.name)
     return parse_wrk(done.stdout)
 
 
-def hey_command(url: str, token: str | None, seconds: int, clients: int, rate: float | None = None,
-                batch: bool = False) -> list[str]:
-    """hey for ``seconds``, its clients each in a closed loop or sending ``rate`` requests/s, CSV out.
-    ``batch``: hey under SCHED_BATCH (``chrt --batch``): it gets its share of the cores as before, but a
-    response that wakes it does not preempt the server on its core (see ``client_batch_latency``)."""
+def hey(url: str, token: str | None, seconds: int, clients: int) -> dict:
+    """hey's clients for ``seconds``, each in a closed loop; every request recorded as it was (CSV out)."""
     auth = ["-H", f"Authorization: Token {token}"] if token else []
-    pace = ["-q", str(rate)] if rate else []
-    policy = ["chrt", "--batch", "0"] if batch else []
-    return [*policy, "hey", "-z", f"{seconds}s", "-c", str(clients), *pace, "-t", "10", "-o", "csv", *auth, url]
-
-
-def hey(url: str, token: str | None, seconds: int, clients: int, rate: float | None = None,
-        batch: bool = False) -> dict:
-    """hey's clients, each in a closed loop, or each sending ``rate`` requests/s (-q); every request recorded.
-    With -q the clients tick in step: every 1/rate s all of them send at once, the worst case of simultaneous
-    requests rather than a steady rate."""
-    done = subprocess.run(hey_command(url, token, seconds, clients, rate, batch), check=True, capture_output=True,
-                          text=True)
-    rows = list(csv.DictReader(io.StringIO(done.stdout)))
-    figures = hey_figures(rows, seconds)
-    if rate:
-        figures.update(burst_figures(rows, rate))
-    return figures
-
-
-def burst_figures(rows: list[dict], rate: float) -> dict:
-    """A lockstep run's bursts apart: its first burst is also when hey opens its connections (32 at once, each
-    accepted and set up by the server), the later ones reuse them. A lockstep p99 over 20 bursts of 32 is
-    decided by its slowest burst or two; these figures say whether that was the first one. (The goals are
-    judged on the whole run's figures, not on these.)"""
-    bursts: dict[int, list[float]] = {}
-    for r in rows:
-        bursts.setdefault(round(float(r["offset"]) * rate), []).append(float(r["response-time"]))
-    if len(bursts) < 2:
-        return {}
-    first, *later = (bursts[k] for k in sorted(bursts))
-    rest = summary_ms([t for burst in later for t in burst])
-    return {"first_burst_max": round(max(first) * 1000, 2), "later_bursts": len(later),
-            "later_p99": rest["p99"], "later_max": rest["max"]}
-
-
-EACH_OVERRUN_S = 1  # how long each process of ``hey_each`` runs past the measured window
-
-
-def hey_each(urls: list[str], token: str | None, seconds: int, batch: bool = False) -> dict:
-    """One hey client per URL, all at once, each in a closed loop (one hey process each): clients that each
-    poll a job of their own, so the requests that arrive together ask for different rows.
-
-    Each process runs Go with one processor (GOMAXPROCS=1): it drives one connection, one request at a time,
-    and Go's default here (one per core, 2) only adds a second scheduler thread per process that spins
-    looking for work, 32 of them on the 2 cores the server needs (docs/performance.md, "Ninth round").
-
-    Each process runs EACH_OVERRUN_S past ``seconds`` and only the requests it started in its first
-    ``seconds`` count: a process that has finished formats its report (thousands of CSV rows) on the cores
-    the others still use, and the last requests of the others took 50-300 ms for it (docs/performance.md,
-    "Other figures, run 28"). The processes start within a few ms of each other, so in the window counted
-    all 32 are running."""
-    env = {**os.environ, "GOMAXPROCS": "1"}
-    procs = [subprocess.Popen(hey_command(url, token, seconds + EACH_OVERRUN_S, 1, batch=batch),
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-             for url in urls]
-    rows = []
-    for proc in procs:
-        stdout, _ = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"hey exited with {proc.returncode}")
-        rows += [row for row in csv.DictReader(io.StringIO(stdout)) if float(row["offset"]) < seconds]
-    return hey_figures(rows, seconds)
+    done = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(clients), "-t", "10", "-o", "csv", *auth, url],
+                          check=True, capture_output=True, text=True)
+    return hey_figures(list(csv.DictReader(io.StringIO(done.stdout))), seconds)
 
 
 def hey_figures(rows: list[dict], seconds: int) -> dict:
@@ -210,104 +164,75 @@ def hey_figures(rows: list[dict], seconds: int) -> dict:
     return figures
 
 
-LOCKSTEP = "32 clients in lockstep, 2 req/s each (hey)"
-
-
-def hey_lockstep(url: str, token: str | None, seconds: int, batch: bool = False) -> dict:
-    """The lockstep load (``LOCKSTEP``): hey's 32 clients, 2 requests/s each, sent together."""
-    return hey(url, token, seconds, 32, 2.0, batch)
-
-
 def endpoints(base: str, job_id: int) -> tuple[tuple[str, str], ...]:
     """("detail", URL of the job's read) and ("list", URL of the first page)."""
     return ("detail", f"{base}/api/jobs/{job_id}/"), ("list", f"{base}/api/jobs/")
 
 
-def load_tools() -> bool:
-    """Whether wrk and hey, the load tools, are installed."""
-    return shutil.which("wrk") is not None and shutil.which("hey") is not None
+def missing_tools(loads: dict) -> list[str]:
+    """The load tools ``loads`` need that are not installed: wrk for think time, hey for closed loops."""
+    needed = {"hey" if think is None else "wrk" for _, think in loads.values()}
+    return sorted(tool for tool in needed if shutil.which(tool) is None)
+
+
+def current_etag(url: str, token: str | None) -> tuple[str | None, int]:
+    """The ETag ``url`` answers now (one plain GET), and the status of one GET sending it back (304 expected)."""
+    import requests
+
+    headers = {"Authorization": f"Token {token}"} if token else {}
+    answer = requests.get(url, headers=headers, timeout=10)
+    answer.raise_for_status()
+    etag = answer.headers.get("ETag")
+    if etag is None:
+        return None, answer.status_code
+    return etag, requests.get(url, headers={**headers, "If-None-Match": etag}, timeout=10).status_code
 
 
 def api_latency(base: str, token: str | None, job_id: int, seconds: int, loads: dict = LOADS,
-                lockstep: bool = True) -> dict:
-    """GET /api/jobs/{id}/ and GET /api/jobs/ under each load, and hey's lockstep burst."""
-    if not load_tools():
-        out("   wrk or hey is not installed (apt-get install wrk hey): API latency skipped")
-        return {}
+                conditional: bool = False) -> dict:
+    """GET /api/jobs/{id}/ and GET /api/jobs/ under each of ``loads``; with ``conditional``, the goal load again
+    sending If-None-Match with the ETag each endpoint has just answered (CONDITIONAL). A load whose tool is
+    not installed is skipped, and said so."""
+    missing = missing_tools(loads)
+    if missing:
+        out(f"   {' and '.join(missing)} not installed (apt-get install {' '.join(missing)}): "
+            f"the loads that need {'them' if len(missing) > 1 else 'it'} are skipped")
     figures: dict = {}
     for endpoint, url in endpoints(base, job_id):
         for load, (connections, think) in loads.items():
-            figures[f"{endpoint} | {load}"] = http_load(url, token, seconds, connections, think)
-        if lockstep:
-            figures[f"{endpoint} | {LOCKSTEP}"] = hey_lockstep(url, token, seconds)
+            if ("hey" if think is None else "wrk") not in missing:
+                figures[f"{endpoint} | {load}"] = http_load(url, token, seconds, connections, think)
+        if conditional and shutil.which("wrk") is not None:
+            etag, status = current_etag(url, token)
+            if etag is None:
+                out(f"   GET {PATHS[endpoint]} answered no ETag: its conditional load is skipped")
+                continue
+            connections, think = LOADS[GOAL_LOAD]
+            figures[f"{endpoint} | {CONDITIONAL}"] = {
+                **http_load(url, token, seconds, connections, think, {"If-None-Match": etag}),
+                "etag": etag, "probe_status": status}
     return figures
 
 
-def jobs_each(service: Service, job_id: int, seconds: int, clients: int = 32, batch: bool = False) -> dict:
-    """GET /api/jobs/{id}/ by 32 closed-loop clients, each on a job of its own: copies of a finished job's row,
-    made for this load and deleted after it (the list's loads above see the jobs as they were)."""
-    from jobs.models import Job
-
-    if not load_tools():
-        return {}
-    job = Job.objects.get(pk=job_id)
-    copies = Job.objects.bulk_create([Job(**{f.attname: getattr(job, f.attname) for f in Job._meta.concrete_fields
-                                             if f.attname != "id"}) for _ in range(clients)])
-    try:
-        urls = [f"{service.base}/api/jobs/{copy.pk}/" for copy in copies]
-        return {f"detail | {clients} clients, closed loop, a job each": hey_each(urls, service.token, seconds, batch)}
-    finally:
-        Job.objects.filter(pk__in=[copy.pk for copy in copies]).delete()
-
-
-def client_batch_latency(service: Service, job_id: int, seconds: int) -> dict:
-    """The idle loads whose tails the clients' own scheduling decides, again with hey under SCHED_BATCH.
-
-    Here the load tool shares the server's 2 cores, and a woken client preempts the process that woke it:
-    each answer the web sends mid-burst can hand its core to hey. Clients on other machines, as a service's
-    are, cannot. SCHED_BATCH keeps hey's share of the cores but not that preemption. A diagnostic of where
-    a tail comes from; the goals are judged on the loads as measured above."""
-    if not load_tools() or shutil.which("chrt") is None:
-        return {}
-    figures = {f"{endpoint} | {LOCKSTEP}": hey_lockstep(url, service.token, seconds, batch=True)
-               for endpoint, url in endpoints(service.base, job_id)}
-    figures.update(jobs_each(service, job_id, seconds, batch=True))
-    return figures
-
-
-def floor_latency(seconds: int) -> dict:
-    """The same loads on Daphne answering a constant (bench/floor.py): what Daphne alone costs here."""
-    if not load_tools():
-        return {}
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                             "--access-log", os.devnull, "bench.floor:app"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_http(url)
-        figures = {f"constant | {load}": http_load(url, None, seconds, c, think) for load, (c, think) in LOADS.items()}
-        figures[f"constant | {LOCKSTEP}"] = hey_lockstep(url, None, seconds)
-        # The job read's "a job each" load has 32 hey processes: the same 32 processes on the constant.
-        figures["constant | 32 clients, closed loop, 32 hey processes"] = hey_each([url] * 32, None, seconds)
-        return figures
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+def goal_line(figures: dict, where: str) -> tuple[str, dict]:
+    """The goals line of one API section from its GOAL_LOAD figures, e.g. "goal: p99 < 10 ms idle at 32 x
+    ~1 req/s: detail 3.10 ms, list 4.20 ms (met)", and the same as a dict for the JSON. A load with errors
+    misses (an error is an answer that did not come in time); one not measured (no wrk) is said so."""
+    limit = GOALS_MS[where]
+    p99, errors = {}, 0
+    for endpoint in PATHS:
+        d = figures.get(f"{endpoint} | {GOAL_LOAD}")
+        p99[endpoint] = d["p99"] if d else None
+        errors += d["errors"] if d else 0
+    if None in p99.values():
+        verdict = "not measured"
+    elif errors:
+        verdict = f"missed: {errors} errors"
+    else:
+        verdict = "met" if max(p99.values()) < limit else "missed"
+    parts = ", ".join(f"{e} {v:.2f} ms" if v is not None else f"{e} not measured" for e, v in p99.items())
+    return (f"goal: p99 < {limit} ms {where} at 32 x ~1 req/s: {parts} ({verdict})",
+            {"limit_ms": limit, "p99_ms": p99, "errors": errors, "verdict": verdict})
 
 
 class BusyLoad:
@@ -378,25 +303,31 @@ def socket_reconnects(service: Service, job_id: int, times: int) -> list[float]:
 
 
 def print_api(figures: dict) -> None:
+    """One line per endpoint and load; a closed loop's line leads with its throughput, its p99 marked as no goal."""
     for name, d in figures.items():
         endpoint, load = name.split(" | ")
-        path = {"detail": "/api/jobs/{id}/", "list": "/api/jobs/", "constant": "(constant)"}[endpoint]
-        out(f"GET {path:16} {load:44} {fmt_lat(d)}")
-        if "first_burst_max" in d:
-            out(f"   its first burst (hey's 32 connections opened) max {d['first_burst_max']:.2f} ms; "
-                f"the {d['later_bursts']} later bursts p99 {d['later_p99']:.2f}, max {d['later_max']:.2f} ms")
+        head = f"GET {PATHS[endpoint]:16} {load:46}"
+        if LOADS.get(load, (0, 0))[1] is not None or not d.get("n"):
+            out(f"{head} {fmt_lat(d)}")
+        else:
+            out(f"{head} {d['rps']:.0f} req/s per web process (a throughput figure; its p99 is not a goal): "
+                f"p50 {d['p50']:.2f}  p95 {d['p95']:.2f}  p99 {d['p99']:.2f}  max {d['max']:.2f} ms  "
+                f"(n={d['n']}, {d['errors']} errors)")
+        if "probe_status" in d and d["probe_status"] != 304:
+            out(f"   the GET sending If-None-Match {d['etag']} was answered {d['probe_status']}, not 304: "
+                "this load measured full answers")
 
 
 def fmt_lat(d: dict) -> str:
-    if "rps" in d and "n" in d:
-        return (f"p50 {d['p50']:.2f}  p95 {d['p95']:.2f}  p99 {d['p99']:.2f}  max {d['max']:.2f} ms  "
-                f"(n={d['n']}, {d['rps']:.0f} req/s, {d['errors']} errors)")
-    if "rps" in d:
+    if "requests" in d:  # wrk's
         return (f"p50 {d['p50']:.2f}  p95 {d['p95']:.2f}  p99 {d['p99']:.2f} ms  "
                 f"({d['rps']:.0f} req/s, {d['errors']} errors{' ' + str(d['error_kinds']) if d['errors'] else ''})")
     if not d.get("n"):
         return "no samples"
-    return f"p50 {d['p50']:.2f}  p95 {d['p95']:.2f}  p99 {d['p99']:.2f}  max {d['max']:.2f} ms  (n={d['n']})"
+    tail = f"p50 {d['p50']:.2f}  p95 {d['p95']:.2f}  p99 {d['p99']:.2f}  max {d['max']:.2f} ms"
+    if "rps" in d:  # hey's
+        return f"{tail}  (n={d['n']}, {d['rps']:.0f} req/s, {d['errors']} errors)"
+    return f"{tail}  (n={d['n']})"
 
 
 def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: dict, sections: set[str]) -> None:
@@ -434,17 +365,13 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
         warm = service.wait_done([service.submit(tiny)[0]], 300)  # loads the model in the inference worker
         results["worker_peak_mb_warm"] = service.worker_peak_mb()
         if "latency" in sections:
-            out("== API latency, workers idle (wrk for clients with think time; hey for closed loops and lockstep)")
-            results["api_idle"] = api_latency(service.base, service.token, next(iter(warm)), cfg.wrk_seconds)
-            results["api_idle"].update(jobs_each(service, next(iter(warm)), cfg.wrk_seconds))
+            out(f"== API, workers idle: {GOAL_LOAD} (wrk, think time: the goal load), the same with If-None-Match, "
+                "closed loops (hey: throughput)")
+            results["api_idle"] = api_latency(service.base, service.token, next(iter(warm)), cfg.wrk_seconds,
+                                              conditional=True)
             print_api(results["api_idle"])
-            out("   the same loads on Daphne answering a constant (bench/floor.py), no Django: the floor")
-            results["api_floor"] = floor_latency(cfg.wrk_seconds)
-            print_api(results["api_floor"])
-            out("   the lockstep and 'a job each' loads again, hey under SCHED_BATCH (a woken client does not preempt "
-                "the server, as remote clients cannot): a diagnostic; the goal is judged on the loads above")
-            results["api_idle_client_batch"] = client_batch_latency(service, next(iter(warm)), cfg.wrk_seconds)
-            print_api(results["api_idle_client_batch"])
+            line, results["api_goal_idle"] = goal_line(results["api_idle"], "idle")
+            out(f"   {line}")
         if "throughput" in sections:
             runs: dict[int, dict] = {}
             for n in (1, 4, 8):
@@ -469,8 +396,8 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
             out(f"Exit committed -> browser knows:        {fmt_lat(results['exit_to_browser'])}")
         if "latency" in sections:
             job_id = next(iter(warm))
-            busy_loads = {k: LOADS[k] for k in ("32 clients, ~10 req/s each", "32 clients, closed loop")}
-            out("== API latency while jobs are processing (4 street.mp4 at a time, all along), per worker priority")
+            out(f"== API while jobs are processing (4 street.mp4 at a time, all along), per worker priority: "
+                f"{GOAL_LOAD} (the goal load), 32 clients closed loop (throughput)")
             # (niceness, SCHED_IDLE): none, niceness alone (the default before run 20), both (the default).
             arms = {"GEDGE_WORKER_NICE=0 GEDGE_WORKER_SCHED_IDLE=0": {"GEDGE_WORKER_NICE": "0",
                                                                      "GEDGE_WORKER_SCHED_IDLE": "0"},
@@ -484,8 +411,7 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
                 service.wait_done([service.submit(tiny)[0]], 300)
                 seen = len(service.socket.pushes)
                 with BusyLoad(service, video) as load:
-                    figures = api_latency(service.base, service.token, job_id, cfg.wrk_seconds,
-                                          LOADS if name == default else busy_loads)
+                    figures = api_latency(service.base, service.token, job_id, cfg.wrk_seconds, BUSY_LOADS)
                 pushes = [p for p in service.socket.pushes[seen:] if p.job["status"] != "Enqueue"]
                 results["api_busy_priority"][name] = {"api": figures, "fps": load.fps,
                                                       "ws_push": summary_ms([push_delay_s(p) for p in pushes])}
@@ -495,6 +421,8 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
                 out("   WebSocket push, commit -> client, busy: "
                     f"{fmt_lat(results['api_busy_priority'][name]['ws_push'])}")
             results["api_busy"] = results["api_busy_priority"][default]["api"]
+            line, results["api_goal_busy"] = goal_line(results["api_busy"], "busy")
+            out(f"   the defaults: {line}")
         if "throughput" in sections:
             # The deployment knob the in-process levers cannot settle: onnxruntime's threads per inference
             # worker while the other stages' workers share the same cores. Same service, workers restarted.
@@ -535,20 +463,14 @@ def web_levers(bench: Bench, seconds: int) -> dict:
 
     job_id = Job.objects.filter(user__username=BENCH_USER).values_list("id", flat=True).first()
     jobs = Job.objects.filter(user__username=BENCH_USER).count()
-    arms = {"DRF only, Python's GC (before)": {"GEDGE_FAST_READS": "false", "GEDGE_WEB_GC_THRESHOLD": "",
-                                               "GEDGE_FAST_LANE": "false"},
-            "DRF only, GC tuned": {"GEDGE_FAST_READS": "false", "GEDGE_FAST_LANE": "false"},
-            "read path, Python's GC": {"GEDGE_WEB_GC_THRESHOLD": ""},
-            "read path behind Daphne's request, GC tuned (no fast lane)": {"GEDGE_FAST_LANE": "false"},
-            "read path, GC tuned (the defaults)": {}}
-    loads = {k: LOADS[k] for k in ("1 client, closed loop", "32 clients, ~10 req/s each", "32 clients, closed loop")}
-    out(f"== Web levers (fresh Daphne per arm, workers off; the list holds {jobs} jobs)")
+    arms = {"GEDGE_WEB_GC_THRESHOLD='' (Python's GC)": {"GEDGE_WEB_GC_THRESHOLD": ""},
+            "web GC tuned (the defaults)": {}}
+    out(f"== Web levers (fresh Daphne per arm, workers off; the list holds {jobs} jobs): the API loads above")
     figures: dict = {}
     for name, env in arms.items():
         service = bench.service(workers=False, web_env=env)
         try:
-            figures[name] = api_latency(service.base, service.token, job_id, max(3, seconds // 2), loads,
-                                        lockstep=False)
+            figures[name] = api_latency(service.base, service.token, job_id, max(3, seconds // 2))
         finally:
             service.stop()
         out(f"   {name}")

@@ -42,51 +42,112 @@ def test_wrk_hook_output_is_parsed():
     assert (figures["p50"], figures["p95"], figures["p99"], figures["max"]) == (4.1, 9.0, 12.5, 20.0)
 
 
-def test_lockstep_bursts_are_told_apart():
-    """hey's lockstep CSV: rows by burst (offset x rate), the first burst apart from the later ones."""
-    from bench.__main__ import burst_figures
-
-    def row(offset: float, seconds: float) -> dict:
-        return {"offset": str(offset), "response-time": str(seconds)}
-
-    rows = [row(0.0005 * i, 0.020 + 0.0001 * i) for i in range(4)]  # the first burst: 20-20.3 ms
-    rows += [row(0.5 * k + 0.0003 * i, 0.004 + 0.001 * k) for k in (1, 2, 3) for i in range(4)]  # 5, 6, 7 ms
-    assert burst_figures(rows, 2.0) == {"first_burst_max": 20.3, "later_bursts": 3, "later_p99": 7.0,
-                                        "later_max": 7.0}
-    assert burst_figures(rows[:4], 2.0) == {}
+HEY_CSV = ("response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset\n"
+           "0.002,0,0,0,0,0,200,0.1\n0.004,0,0,0,0,0,200,1.0\n0.250,0,0,0,0,0,503,2.0\n")
 
 
-def test_a_job_each_runs_one_single_processor_hey_per_url(monkeypatch):
-    """The "a job each" load: one hey process per URL, one client each, Go on one processor; every
-    process's rows counted, those it started past the measured window (while others report) left out."""
+def test_hey_rows_are_counted():
+    """hey's CSV, one row per request as it was: percentiles, rate over the run, non-200 answers as errors."""
+    import csv
+    import io
+
+    from bench.__main__ import hey_figures
+
+    figures = hey_figures(list(csv.DictReader(io.StringIO(HEY_CSV))), 2)
+    assert figures == {"n": 3, "p50": 4.0, "p95": 250.0, "p99": 250.0, "max": 250.0, "rps": 1.5, "errors": 1}
+
+
+def test_wrk_sends_the_token_and_any_other_header():
+    from bench.__main__ import wrk_command
+
+    args = wrk_command("http://127.0.0.1:1/api/jobs/", "tok", 3, 32, "/tmp/s.lua", {"If-None-Match": '"abc"'})
+    assert args[:6] == ["wrk", "-t2", "-c32", "-d3s", "--timeout", "10s"]
+    assert args[6:] == ["-H", "Authorization: Token tok", "-H", 'If-None-Match: "abc"', "-s", "/tmp/s.lua",
+                        "http://127.0.0.1:1/api/jobs/"]
+    assert "-H" not in wrk_command("http://127.0.0.1:1/", None, 3, 1, "/tmp/s.lua")
+
+
+def test_api_loads_and_the_conditional_get(monkeypatch, capsys):
+    """Each endpoint under the goal load (wrk, 1 s think time) and the closed loops (hey), then the goal load
+    again sending If-None-Match with the ETag a plain GET just answered; the probe's 304 is recorded."""
+    import requests
+
     import bench.__main__ as bench_main
 
-    started = []
+    runs, probes = [], []
 
-    class FakeHey:
-        def __init__(self, args, env, **kwargs) -> None:
-            started.append((args, env))
-            self.returncode = 0
+    class Done:
+        def __init__(self, stdout: str) -> None:
+            self.stdout = stdout
 
-        def communicate(self):
-            return "response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset\n" \
-                   "0.002,0,0,0,0,0,200,0.1\n0.004,0,0,0,0,0,200,1.9\n0.250,0,0,0,0,0,200,2.0\n", None
+    def fake_run(args, env=None, **kwargs):
+        runs.append((args, env))
+        return Done(WRK_OUTPUT if args[0] == "wrk" else HEY_CSV)
 
-    monkeypatch.setattr(bench_main.subprocess, "Popen", FakeHey)
-    figures = bench_main.hey_each(["http://127.0.0.1:1/a/", "http://127.0.0.1:1/b/"], "tok", 2)
-    assert [args[-1] for args, _ in started] == ["http://127.0.0.1:1/a/", "http://127.0.0.1:1/b/"]
-    assert all(args[args.index("-c") + 1] == "1" and env["GOMAXPROCS"] == "1" for args, env in started)
-    assert all(args[args.index("-z") + 1] == "3s" for args, _ in started), "a second past the window"
-    assert figures["n"] == 4 and figures["rps"] == 2.0 and figures["errors"] == 0 and figures["max"] == 4.0
+    class Answer:
+        def __init__(self, status_code: int, url: str) -> None:
+            self.status_code, self.headers = status_code, {"ETag": f'"{url.rstrip("/").rsplit("/", 1)[-1]}"'}
+
+        def raise_for_status(self) -> None:
+            assert self.status_code == 200
+
+    def fake_get(url, headers, timeout):
+        probes.append((url, dict(headers)))
+        return Answer(304 if "If-None-Match" in headers else 200, url)
+
+    monkeypatch.setattr(bench_main.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(bench_main.subprocess, "run", fake_run)
+    monkeypatch.setattr(requests, "get", fake_get)
+    figures = bench_main.api_latency("http://127.0.0.1:1", "tok", 7, 4, conditional=True)
+
+    assert list(figures) == [f"{endpoint} | {load}" for endpoint in ("detail", "list")
+                             for load in (*bench_main.LOADS, bench_main.CONDITIONAL)]
+    wrk_runs = [(args, env) for args, env in runs if args[0] == "wrk"]
+    hey_runs = [args for args, _ in runs if args[0] == "hey"]
+    assert len(wrk_runs) == 4 and all(env["GEDGE_WRK_THINK_MS"] == "1000" and "-c32" in args
+                                      for args, env in wrk_runs)
+    assert [(a[a.index("-c") + 1], a[a.index("-z") + 1]) for a in hey_runs] == [("1", "2s"), ("32", "4s")] * 2
+    conditional = [args for args, _ in wrk_runs if 'If-None-Match: "7"' in args or 'If-None-Match: "jobs"' in args]
+    assert [args[-1] for args in conditional] == ["http://127.0.0.1:1/api/jobs/7/", "http://127.0.0.1:1/api/jobs/"]
+    assert probes[1] == ("http://127.0.0.1:1/api/jobs/7/", {"Authorization": "Token tok", "If-None-Match": '"7"'})
+    assert figures[f"list | {bench_main.CONDITIONAL}"]["probe_status"] == 304
+
+    bench_main.print_api(figures)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 and not any("not 304" in line for line in lines)
+    closed = [line for line in lines if "closed loop" in line]
+    assert len(closed) == 4 and all("req/s per web process (a throughput figure; its p99 is not a goal)" in line
+                                    for line in closed)
 
 
-def test_the_diagnostic_load_runs_hey_under_sched_batch():
-    """hey under SCHED_BATCH for the diagnostic loads only: the judged loads run it as it is."""
-    from bench.__main__ import hey_command
+def test_a_missing_load_tool_skips_only_its_loads(monkeypatch, capsys):
+    import bench.__main__ as bench_main
 
-    plain = hey_command("http://127.0.0.1:1/api/jobs/", "tok", 3, 32, 2.0)
-    batch = hey_command("http://127.0.0.1:1/api/jobs/", "tok", 3, 32, 2.0, batch=True)
-    assert plain[0] == "hey" and batch == ["chrt", "--batch", "0", *plain]
+    monkeypatch.setattr(bench_main.shutil, "which", lambda tool: None if tool == "hey" else f"/usr/bin/{tool}")
+    monkeypatch.setattr(bench_main, "http_load", lambda url, token, seconds, c, think, headers=None: {"p99": 1.0})
+    figures = bench_main.api_latency("http://127.0.0.1:1", "tok", 7, 4)
+    assert list(figures) == [f"detail | {bench_main.GOAL_LOAD}", f"list | {bench_main.GOAL_LOAD}"]
+    assert "hey not installed" in capsys.readouterr().out
+
+
+def test_goal_line_says_met_missed_or_not_measured():
+    """One line per API section from the goal load's p99 on both endpoints; nothing asserted by the bench."""
+    from bench.__main__ import GOAL_LOAD, goal_line
+
+    def figures(detail: float, list_: float, errors: int = 0) -> dict:
+        return {f"detail | {GOAL_LOAD}": {"p99": detail, "errors": 0},
+                f"list | {GOAL_LOAD}": {"p99": list_, "errors": errors},
+                "detail | 32 clients, closed loop": {"p99": 500.0, "errors": 0}}
+
+    line, record = goal_line(figures(3.1, 4.2), "idle")
+    assert line == "goal: p99 < 10 ms idle at 32 x ~1 req/s: detail 3.10 ms, list 4.20 ms (met)"
+    assert record == {"limit_ms": 10, "p99_ms": {"detail": 3.1, "list": 4.2}, "errors": 0, "verdict": "met"}
+    assert goal_line(figures(3.1, 12.0), "idle")[0].endswith("list 12.00 ms (missed)")
+    assert goal_line(figures(12.0, 4.2), "busy")[0] == ("goal: p99 < 50 ms busy at 32 x ~1 req/s: "
+                                                       "detail 12.00 ms, list 4.20 ms (met)")
+    assert goal_line(figures(3.1, 4.2, errors=2), "busy")[1]["verdict"] == "missed: 2 errors"
+    assert goal_line({}, "idle")[0] == ("goal: p99 < 10 ms idle at 32 x ~1 req/s: detail not measured, "
+                                        "list not measured (not measured)")
 
 
 def test_dynamic_batch_copy_finds_what_batch_one_finds(tmp_path):
