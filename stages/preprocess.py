@@ -28,8 +28,12 @@ class PreprocessResult:
 
 
 def letterbox_geometry(width: int, height: int, input_h: int, input_w: int) -> tuple[float, int, int]:
-    """Scale that fits the frame into the model input keeping its aspect, and the resized size."""
-    scale = min(input_h / height, input_w / width)
+    """Scale that fits the frame into the model input keeping its aspect, and the resized size.
+
+    Never above 1: a frame smaller than the input is stored as it is and padded at inference, so the frames
+    on shared storage are never larger than the source (a 16x16 video is not stored at 416x416).
+    """
+    scale = min(1.0, input_h / height, input_w / width)
     return scale, max(1, min(input_w, round(width * scale))), max(1, min(input_h, round(height * scale)))
 
 

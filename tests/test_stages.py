@@ -95,6 +95,22 @@ def test_letterbox_geometry_keeps_aspect():
     assert letterbox_geometry(240, 426, 416, 416)[1:] == (234, 416)
 
 
+def test_a_video_smaller_than_the_model_input_is_not_scaled_up(tmp_path, detector):
+    """Frames are stored at most at the source's size: inference pads them into the model's input. A 16x16
+    video used to be stored at 416x416, 2,000 times its pixels."""
+    assert letterbox_geometry(16, 16, 416, 416) == (1.0, 16, 16)
+    assert letterbox_geometry(320, 180, 416, 416) == (1.0, 320, 180)
+    video = make_video(tmp_path / "tiny.mp4", width=16, height=16, frames=40)
+    result = preprocess_video(video, tmp_path / "work", detector.input_size)
+    meta = read_meta(tmp_path / "work")
+    assert (result.frame_count, meta["resized"], meta["scale"]) == (40, [16, 16], 1.0)
+    stored = sum(p.stat().st_size for p in (tmp_path / "work").rglob("*.npy"))
+    assert stored < 40 * 16 * 16 * 3 + 4096  # the pixels and the .npy headers, nothing more
+    _, frames = next(iter_chunks(tmp_path / "work", meta))
+    boxes = detector.detect(list(frames[:2]), meta["scale"])  # padded into the input, boxes in source pixels
+    assert len(boxes) == 2 and all((b[:, :4] <= 16.5).all() for b in boxes if len(b))
+
+
 def test_detector_finds_people_in_the_street_video(tmp_path, detector):
     preprocess_video(STREET, tmp_path, detector.input_size)
     meta = read_meta(tmp_path)
