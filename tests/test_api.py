@@ -226,6 +226,10 @@ def test_annotated_video_supports_range_requests(api, owner):
     unsatisfiable = api.get(url, HTTP_RANGE="bytes=5000-")
     assert_error(unsatisfiable, 416, "range_not_satisfiable")
     assert unsatisfiable["Content-Range"] == "bytes */1024"
+    huge = "9" * 5000  # more digits than Python parses as an int: was a 500
+    assert_error(api.get(url, HTTP_RANGE=f"bytes={huge}-"), 416, "range_not_satisfiable")
+    assert api.get(url, HTTP_RANGE=f"bytes=10-{huge}")["Content-Range"] == "bytes 10-1023/1024"
+    assert api.get(url, HTTP_RANGE=f"bytes=-{huge}")["Content-Range"] == "bytes 0-1023/1024"
     download = api.get(url, {"download": 1})
     assert download["Content-Disposition"] == f'attachment; filename="job-{job.pk}-annotated.mp4"'
 
