@@ -71,6 +71,33 @@ def test_connection_from_a_foreign_origin_is_refused(owner):
     async_to_sync(scenario)()
 
 
+def test_bad_messages_are_answered_and_snapshots_are_rationed(owner, redis_clean):
+    """What a page (or anyone with a session) sends that is not a snapshot request gets an error message, and
+    the socket stays open; snapshot requests past one a second are refused, not answered."""
+    make_job(owner)
+    communicator = socket(owner)
+
+    async def scenario():
+        await connect(communicator)
+        for frame, code in (({"text_data": "not json"}, "bad_message"), ({"text_data": "[1, 2]"}, "bad_message"),
+                            ({"text_data": "7"}, "bad_message"), ({"bytes_data": b"\x00\x01"}, "bad_message"),
+                            ({"text_data": '{"type": "delete_everything"}'}, "unknown_type")):
+            await communicator.send_to(**frame)
+            answer = await communicator.receive_json_from(timeout=TIMEOUT)
+            assert answer["type"] == "error" and answer["error"]["code"] == code, frame
+        await communicator.send_json_to({"type": "snapshot"})
+        assert len((await communicator.receive_json_from(timeout=TIMEOUT))["jobs"]) == 1
+        for _ in range(20):  # a flood
+            await communicator.send_json_to({"type": "snapshot"})
+        answers = [await communicator.receive_json_from(timeout=TIMEOUT) for _ in range(20)]
+        assert {a["type"] for a in answers} == {"error"}
+        assert {a["error"]["code"] for a in answers} == {"too_many_snapshots"}
+        assert await communicator.receive_nothing(timeout=0.2)
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()
+
+
 def test_snapshot_on_connect_holds_the_users_jobs_in_the_api_shape(owner, other, redis_clean):
     mine = [make_job(owner), make_job(owner, status=Status.FAILED, error="boom")]
     make_job(other)
