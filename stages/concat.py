@@ -1,4 +1,4 @@
-"""Joining the annotated parts of a segmented job into one MP4, without re-encoding (issue 19).
+"""Joining the annotated parts of a segmented job into one MP4, without re-encoding.
 
 Each segment's postprocess writes its own annotated MP4 (stages/postprocess.py: libx264, yuv420p,
 faststart), every part starting with an IDR frame. Parts encoded with the same settings at the same size
