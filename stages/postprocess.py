@@ -10,7 +10,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +87,45 @@ def bgr_to_yuv420_frame(image: np.ndarray) -> av.VideoFrame:
         else:  # rows padded for alignment: copy row by row into the padded buffer
             np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: data.shape[0], : data.shape[1]] = data
     return frame
+
+
+FRAMES_OPEN = '"frames": ['
+
+
+def iter_detection_frames(path: Path) -> Iterator[dict]:
+    """The frames of a detections.json one at a time, in order, as DetectionsJsonWriter laid them out (one
+    frame a line), so a reader's memory does not grow with the video either. Any other layout of the same
+    document (a file written in one piece) is parsed whole."""
+    with open(path, encoding="utf-8") as fh:
+        head = fh.readline()
+        if not head.rstrip().endswith(FRAMES_OPEN):
+            fh.seek(0)
+            yield from json.load(fh)["frames"]
+            return
+        for line in fh:
+            line = line.strip()
+            if line.startswith("]"):
+                return
+            yield json.loads(line.removesuffix(","))
+
+
+def read_detection_facts(path: Path) -> dict:
+    """detections.json without its frames: video, model, parameters and summary (first and last line)."""
+    with open(path, encoding="utf-8") as fh:
+        head = fh.readline().rstrip()
+        if not head.endswith(FRAMES_OPEN):
+            fh.seek(0)
+            doc = json.load(fh)
+            doc.pop("frames", None)
+            return doc
+        tail = ""
+        for line in fh:
+            tail = line
+    doc = json.loads(head.removesuffix(FRAMES_OPEN).rstrip().removesuffix(",") + "}")
+    tail = tail.strip()
+    if tail.startswith("],"):
+        doc.update(json.loads("{" + tail.removeprefix("],")))
+    return doc
 
 
 class DetectionsJsonWriter:

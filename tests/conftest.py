@@ -90,6 +90,19 @@ def api(owner):
     return client
 
 
+def content_of(response) -> bytes:
+    """A streamed response's body. Files are sent from asynchronous iterators (as Daphne needs them), which
+    the synchronous test client hands back as they are."""
+    from asgiref.sync import async_to_sync
+
+    async def gather() -> bytes:
+        return b"".join([part async for part in response])
+
+    if not response.streaming:
+        return response.content
+    return async_to_sync(gather)() if response.is_async else b"".join(response.streaming_content)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from jobs.models import Job, Status
 from jobs.web.upload_limit import SizeLimitUploadHandler
 
-from .conftest import PASSWORD, token_for
+from .conftest import PASSWORD, content_of, token_for
 from .helpers_media import finished_job, good_video, make_job, text_file
 
 pytestmark = pytest.mark.django_db
@@ -201,7 +201,7 @@ def test_detections_whole_and_by_frame_range(api, owner):
     job = finished_job(owner, frames=10)
     whole = api.get(f"/api/jobs/{job.pk}/detections/")
     assert whole.status_code == 200 and whole["Content-Type"] == "application/json"
-    assert len(json.loads(b"".join(whole.streaming_content))["frames"]) == 10
+    assert len(json.loads(content_of(whole))["frames"]) == 10
     part = api.get(f"/api/jobs/{job.pk}/detections/", {"start": 3, "end": 5}).json()
     assert [f["index"] for f in part["frames"]] == [3, 4, 5] and part["video"] == {"frame_count": 10}
     assert [f["index"] for f in api.get(f"/api/jobs/{job.pk}/detections/", {"start": 8}).json()["frames"]] == [8, 9]
@@ -214,12 +214,12 @@ def test_annotated_video_supports_range_requests(api, owner):
     url = f"/api/jobs/{job.pk}/video/"
     whole = api.get(url)
     assert whole.status_code == 200 and whole["Accept-Ranges"] == "bytes" and whole["Content-Type"] == "video/mp4"
-    assert b"".join(whole.streaming_content) == bytes(range(256)) * 4
+    assert content_of(whole) == bytes(range(256)) * 4
     part = api.get(url, HTTP_RANGE="bytes=10-19")
     assert part.status_code == 206 and part["Content-Range"] == "bytes 10-19/1024"
-    assert b"".join(part.streaming_content) == bytes(range(10, 20))
+    assert content_of(part) == bytes(range(10, 20))
     tail = api.get(url, HTTP_RANGE="bytes=-4")
-    assert tail["Content-Range"] == "bytes 1020-1023/1024" and b"".join(tail.streaming_content) == bytes([252, 253,
+    assert tail["Content-Range"] == "bytes 1020-1023/1024" and content_of(tail) == bytes([252, 253,
                                                                                                            254, 255])
     open_end = api.get(url, HTTP_RANGE="bytes=1000-")
     assert open_end["Content-Range"] == "bytes 1000-1023/1024" and open_end["Content-Length"] == "24"

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from jobs.models import PIPELINE, Job, JobEvent, Status
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, content_of
 
 pytestmark = pytest.mark.django_db
 
@@ -106,7 +106,7 @@ def test_pages_load_nothing_from_other_hosts(client, owner):
         for asset in assets:
             served = client.get(asset)
             assert served.status_code == 200, asset
-            b"".join(served.streaming_content) if served.streaming else served.content  # noqa: B018 - read it
+            content_of(served) if served.streaming else served.content  # noqa: B018 - read it
 
 
 def test_job_page_of_another_user_is_not_found(client, owner, other, staff):
@@ -153,7 +153,7 @@ def test_detections_csv_has_one_row_per_box(client, owner, other):
     response = login(client, owner).get(f"/jobs/{job.pk}/detections.csv")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     assert f'filename="job-{job.pk}-detections.csv"' in response["Content-Disposition"]
-    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(content_of(response).decode())))
     assert rows[0] == ["frame", "time_ms", "class", "class_id", "score", "x1", "y1", "x2", "y2"]
     assert rows[1:] == [["0", "0.0", "person", "0", "0.5", "0", "2.5", "10", "20"],
                         ["0", "0.0", "car", "2", "0.51", "1", "2.5", "11", "20"],

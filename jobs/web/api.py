@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
+from itertools import takewhile
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponse, HttpResponseNotModified
+from django.http import HttpResponse, HttpResponseNotModified
 from django.utils.http import parse_etags
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, parsers, serializers, status, viewsets
@@ -19,7 +19,7 @@ from jobs.lifecycle.uploads import UploadTooLarge
 from jobs.models import Job, Status
 from jobs.serializers import SHAPE_COLUMNS, JobEventSerializer, JobSerializer
 from stages.errors import UnprocessableInput
-from stages.postprocess import ANNOTATED, DETECTIONS_JSON
+from stages.postprocess import ANNOTATED, DETECTIONS_JSON, iter_detection_frames, read_detection_facts
 
 from .api_errors import ApiError
 from .files import ranged_file_response
@@ -150,17 +150,21 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def detections(self, request, pk=None):
         path = self._result(DETECTIONS_JSON)
         start, end = request.query_params.get("start"), request.query_params.get("end")
-        if start is None and end is None:
-            return FileResponse(open(path, "rb"), content_type="application/json")
+        if start is None and end is None:  # the whole document, streamed as it is on disk
+            return ranged_file_response(request, path, "application/json")
         try:
             first, last = int(start or 0), int(end) if end is not None else None
         except ValueError:
             raise ApiError("invalid_range", "start and end must be frame numbers") from None
         if first < 0 or (last is not None and last < first):
             raise ApiError("invalid_range", "start must be >= 0 and end >= start (both inclusive frame numbers)")
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-        doc["frames"] = [f for f in doc["frames"] if f["index"] >= first and (last is None or f["index"] <= last)]
+        # One frame at a time from disk: what is held is the frames asked for, not the whole document.
+        facts = read_detection_facts(path)
+        doc = {key: value for key, value in facts.items() if key != "summary"}
+        doc["frames"] = list(takewhile(lambda f: last is None or f["index"] <= last,
+                                       (f for f in iter_detection_frames(path) if f["index"] >= first)))
+        if "summary" in facts:
+            doc["summary"] = facts["summary"]
         return Response(doc)
 
     @extend_schema(responses={(200, "video/mp4"): bytes, (206, "video/mp4"): bytes})

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -20,9 +19,10 @@ from jobs.lifecycle.uploads import UploadTooLarge
 from jobs.models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Status
 from jobs.serializers import JobEventSerializer, job_payload
 from stages.errors import UnprocessableInput
-from stages.postprocess import DETECTIONS_JSON
+from stages.postprocess import DETECTIONS_JSON, iter_detection_frames
 
 from .consumers import SNAPSHOT_LIMIT
+from .files import in_blocks
 
 CONSOLE_LIMIT = SNAPSHOT_LIMIT  # the page shows what the socket's snapshot would, so a reconnect changes nothing
 CHART_MAX_POINTS = 400  # enough for a smooth line, small enough to draw instantly on a phone
@@ -135,25 +135,35 @@ def job_chart(request: HttpRequest, pk: int) -> JsonResponse:
         path = _detections_path(job)
     except _NotReady as exc:
         return _not_ready(exc)
-    with open(path, encoding="utf-8") as fh:
-        frames = json.load(fh)["frames"]
-    bucket = max(1, math.ceil(len(frames) / CHART_MAX_POINTS))
-    totals: Counter[str] = Counter(box["class"] for frame in frames for box in frame["boxes"])
-    class_ids = {box["class"]: box["class_id"] for frame in frames for box in frame["boxes"]}
+    # Two passes over the frames, one at a time from disk: the classes first, then the buckets.
+    frames, totals, class_ids = 0, Counter(), {}
+    for frame in iter_detection_frames(path):
+        frames += 1
+        for box in frame["boxes"]:
+            totals[box["class"]] += 1
+            class_ids.setdefault(box["class"], box["class_id"])
+    bucket = max(1, math.ceil(frames / CHART_MAX_POINTS))
     shown = [name for name, _ in totals.most_common(CHART_MAX_CLASSES)]
     other = len(totals) > len(shown)
     names = shown + (["other"] if other else [])
     times: list[float] = []
     values: dict[str, list[float]] = {name: [] for name in names}
-    for first in range(0, len(frames), bucket):
-        chunk = frames[first:first + bucket]
-        counts: Counter[str] = Counter()
-        for frame in chunk:
-            for box in frame["boxes"]:
-                counts[box["class"] if box["class"] in values else "other"] += 1
-        times.append(round(chunk[0]["time_ms"] / 1000, 3))
+    counts: Counter[str] = Counter()
+
+    def close_bucket(size: int) -> None:
         for name in names:
-            values[name].append(round(counts[name] / len(chunk), 3))
+            values[name].append(round(counts[name] / size, 3))
+        counts.clear()
+
+    for position, frame in enumerate(iter_detection_frames(path)):
+        if position % bucket == 0:
+            if position:
+                close_bucket(bucket)
+            times.append(round(frame["time_ms"] / 1000, 3))
+        for box in frame["boxes"]:
+            counts[box["class"] if box["class"] in values else "other"] += 1
+    if frames:
+        close_bucket(frames - (len(times) - 1) * bucket)
     series = [{"class": name, "class_id": class_ids.get(name) if name in shown else None,
                "total": totals[name] if name in shown else sum(n for c, n in totals.items() if c not in shown),
                "values": values[name]} for name in names]
@@ -170,9 +180,7 @@ class _Echo:
 def _csv_rows(path: Path) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
-    with open(path, encoding="utf-8") as fh:
-        frames = json.load(fh)["frames"]
-    for frame in frames:
+    for frame in iter_detection_frames(path):
         for box in frame["boxes"]:
             yield writer.writerow([frame["index"], frame["time_ms"], box["class"], box["class_id"], box["score"],
                                    *box["box"]])
@@ -187,7 +195,7 @@ def job_detections_csv(request: HttpRequest, pk: int) -> HttpResponse:
         path = _detections_path(job)
     except _NotReady as exc:
         return _not_ready(exc)
-    response = StreamingHttpResponse(_csv_rows(path), content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(in_blocks(_csv_rows(path)), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-detections.csv"'
     return response
 
