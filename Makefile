@@ -63,9 +63,13 @@ services:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log; sleep 1; }
 	@pg_isready -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 -p 6379 ping
 
-# Tests run with production-style settings from the environment: real PostgreSQL and Redis.
+# Tests run with production-style settings from the environment: real PostgreSQL and Redis, a secret key of the
+# 50 characters production requires, and over plain HTTP (no TLS-ending ingress in front): no HTTPS redirect, no
+# Secure-only cookies (tests/test_production_settings.py checks production's defaults without these switches).
 TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gedge} \
-	REDIS_URL=$${TEST_REDIS_URL:-redis://127.0.0.1:6379/15} DJANGO_SECRET_KEY=test-only-secret \
+	REDIS_URL=$${TEST_REDIS_URL:-redis://127.0.0.1:6379/15} \
+	DJANGO_SECRET_KEY=test-only-secret-key-never-used-in-production-0123456789 \
+	GEDGE_SECURE_SSL_REDIRECT=false GEDGE_SECURE_COOKIES=false \
 	GEDGE_MODEL_PATH=$${GEDGE_MODEL_PATH:-$(abspath $(SHARED_MODEL))} GEDGE_DRAMATIQ_NAMESPACE=gedge-test \
 	GEDGE_CHANNELS_PREFIX=gedge-test GEDGE_FAULT_LAB=1
 

@@ -44,7 +44,11 @@ def bench_env(media_root: Path, **extra: str) -> dict[str, str]:
     env.update(
         DATABASE_URL=os.environ.get("GEDGE_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gedge_bench"),
         REDIS_URL=os.environ.get("GEDGE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
-        DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "gedge-bench-only"),
+        DJANGO_SECRET_KEY=os.environ.get(
+            "DJANGO_SECRET_KEY", "gedge-bench-only-secret-key-never-used-in-production-0123"),
+        # Production settings over plain HTTP on one machine (no TLS-ending ingress in front).
+        GEDGE_SECURE_SSL_REDIRECT="false",
+        GEDGE_SECURE_COOKIES="false",
         GEDGE_MODEL_PATH=default_model(),
         GEDGE_DRAMATIQ_NAMESPACE="gedge-bench",
         GEDGE_CHANNELS_PREFIX="gedge-bench",

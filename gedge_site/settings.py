@@ -8,7 +8,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .envconf import env_bool, env_float, env_int, env_list, env_str
+from .envconf import env_bool, env_float, env_int, env_list, env_str, is_example_value
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GEDGE_VAR_DIR", str(BASE_DIR / "var")))
@@ -18,12 +18,41 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 REDIS_URL = env_str("REDIS_URL") or ""
 EMBEDDED = not REDIS_URL
 SECRET_KEY = env_str("DJANGO_SECRET_KEY") or ""
+_MAKE_A_KEY = ("set a random one of 50+ characters, e.g. "
+               "python3 -c 'import secrets; print(secrets.token_urlsafe(50))' (docs/deploy.md, \"Secrets\")")
 if not SECRET_KEY:
     if not EMBEDDED:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when REDIS_URL is (production)")
+        raise ImproperlyConfigured(f"DJANGO_SECRET_KEY must be set when REDIS_URL is (production): {_MAKE_A_KEY}")
     SECRET_KEY = "gedge-embedded-not-secret"  # noqa: S105 - embedded default only, never production
+elif not EMBEDDED and is_example_value(SECRET_KEY):
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY is the example value of k8s/extras/secret.example.yaml, "
+                               f"which anyone can read: {_MAKE_A_KEY}")
+elif not EMBEDDED and len(SECRET_KEY) < 50:
+    raise ImproperlyConfigured(f"DJANGO_SECRET_KEY has {len(SECRET_KEY)} characters, production needs at least "
+                               f"50 characters: {_MAKE_A_KEY}")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+# HTTPS. In production TLS ends at the ingress and the Pods speak HTTP behind it: the ingress controller sets
+# X-Forwarded-Proto (Daphne runs with --proxy-headers, and the NetworkPolicies let only the ingress controller
+# reach the web). Plain HTTP from outside is redirected, except the paths the kubelet's probes and Prometheus
+# fetch over plain HTTP inside the cluster. Each is a switch for production-like runs over plain HTTP (the test
+# suite, the bench): GEDGE_SECURE_SSL_REDIRECT=false GEDGE_SECURE_COOKIES=false. Embedded: all off.
+_PRODUCTION = not EMBEDDED
+SECURE_SSL_REDIRECT = env_bool("GEDGE_SECURE_SSL_REDIRECT", _PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_PROXY_SSL_HEADER = (("HTTP_X_FORWARDED_PROTO", "https") if env_bool("GEDGE_SECURE_PROXY_SSL_HEADER", _PRODUCTION)
+                           else None)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("GEDGE_SECURE_COOKIES", _PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("GEDGE_SECURE_HSTS_SECONDS", 365 * 24 * 3600 if _PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("GEDGE_SECURE_HSTS_INCLUDE_SUBDOMAINS", _PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("GEDGE_SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = env_bool("GEDGE_SECURE_CONTENT_TYPE_NOSNIFF", True)
+# security.W021 (SECURE_HSTS_PRELOAD not set) is the one deployment check that does not apply by default: the
+# preload list takes registrable domains only (a G-Edge host is usually a subdomain, where the directive does
+# nothing), and on a domain that does qualify the directive lets anyone submit it, forcing HTTPS on every
+# subdomain in browsers for months. That is the domain owner's decision: GEDGE_SECURE_HSTS_PRELOAD=true.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 INSTALLED_APPS = [
     "daphne",
@@ -205,6 +234,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # served from our static files: no CDN at run time
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Job.status and JobEvent.to_status share one choice set: one component instead of two names for it.
+    "ENUM_NAME_OVERRIDES": {"StatusEnum": "jobs.models.Status"},
 }
 
 LOGGING = {

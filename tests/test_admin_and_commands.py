@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
@@ -81,12 +83,49 @@ def test_fetch_model_without_a_terminal_or_network_says_what_to_do(tmp_path):
 
 
 @pytest.mark.django_db
-def test_ensure_admin_creates_one_account_once():
-    out = io.StringIO()
-    call_command("ensure_admin", stdout=out)
-    assert "admin account created" in out.getvalue() and "password" in out.getvalue()
-    call_command("ensure_admin", stdout=out)
-    assert "admin account exists" in out.getvalue()
+def test_ensure_admin_creates_one_account_once(monkeypatch):
     from django.contrib.auth import get_user_model
 
+    monkeypatch.delenv("GEDGE_ADMIN_PASSWORD", raising=False)
+    monkeypatch.delenv("GEDGE_ADMIN_PASSWORD_FILE", raising=False)
+    out = io.StringIO()
+    call_command("ensure_admin", stdout=out)
+    # A generated password is shown once: that is how the operator learns it.
+    printed = re.search(r"with password '([^']+)'", out.getvalue())
+    assert "admin account created" in out.getvalue() and printed, out.getvalue()
+    assert get_user_model().objects.get(is_superuser=True).check_password(printed.group(1))
+    call_command("ensure_admin", stdout=out)
+    assert "admin account exists" in out.getvalue()
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("source", ["GEDGE_ADMIN_PASSWORD", "GEDGE_ADMIN_PASSWORD_FILE"])
+def test_ensure_admin_never_echoes_a_password_it_was_given(monkeypatch, tmp_path, source):
+    from django.contrib.auth import get_user_model
+
+    given = "operator-chosen-Password-42"
+    monkeypatch.delenv("GEDGE_ADMIN_PASSWORD", raising=False)
+    if source == "GEDGE_ADMIN_PASSWORD_FILE":  # how a Pod gets it: the Secret mounted as files
+        (tmp_path / "pw").write_text(given + "\n")
+        monkeypatch.setenv("GEDGE_ADMIN_PASSWORD_FILE", str(tmp_path / "pw"))
+    else:
+        monkeypatch.setenv("GEDGE_ADMIN_PASSWORD", given)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("ensure_admin", stdout=out, stderr=err)
+    assert "admin account created" in out.getvalue() and source in out.getvalue()  # says where it came from
+    assert given not in out.getvalue() + err.getvalue()  # never in a terminal, a CI log or kubectl's output
+    assert get_user_model().objects.get(is_superuser=True).check_password(given)
+
+
+@pytest.mark.django_db
+def test_ensure_admin_refuses_the_example_secret_s_password(monkeypatch):
+    from django.contrib.auth import get_user_model
+
+    example = yaml.safe_load((ROOT / "k8s" / "extras" / "secret.example.yaml").read_text())["stringData"]
+    monkeypatch.delenv("GEDGE_ADMIN_PASSWORD_FILE", raising=False)
+    monkeypatch.setenv("GEDGE_ADMIN_PASSWORD", example["GEDGE_ADMIN_PASSWORD"])
+    with pytest.raises(CommandError, match="GEDGE_ADMIN_PASSWORD is the example value") as refused:
+        call_command("ensure_admin", stdout=io.StringIO())
+    assert "unset it" in str(refused.value)  # says what to do
+    assert not get_user_model().objects.filter(is_superuser=True).exists()

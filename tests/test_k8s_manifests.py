@@ -128,8 +128,20 @@ def config(docs) -> dict[str, str]:
     return find(docs, "ConfigMap", "gedge-config")["data"]
 
 
+# The Secret the Pods read is created by the operator (docs/deploy.md, "Secrets"), never deployed by the base:
+# its keys are those of the template in extras, which the cross-references below check against.
+SECRET_TEMPLATE = K8S / "extras" / "secret.example.yaml"
+SECRET_NAME = "gedge-secrets"
+
+
+def secret_doc(docs, name: str = SECRET_NAME) -> dict:
+    assert not of_kind(docs, "Secret"), "the base and overlays deploy no Secret (the operator creates it)"
+    assert name == SECRET_NAME, f"a reference to Secret {name}, which no template describes"
+    return find(load_docs(SECRET_TEMPLATE), "Secret", name)
+
+
 def secret(docs) -> dict[str, str]:
-    return find(docs, "Secret", "gedge-secrets")["stringData"]
+    return secret_doc(docs)["stringData"]
 
 
 # --- schemas ---
@@ -138,6 +150,19 @@ def secret(docs) -> dict[str, str]:
 def test_every_base_file_is_in_the_kustomization():
     listed = set(yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())["resources"])
     assert {p.name for p in (K8S / "base").glob("*.yaml")} - {"kustomization.yaml"} == listed
+
+
+@pytest.mark.parametrize("variant", ["base", "edge"])
+def test_no_secret_is_deployed_and_the_template_s_values_are_refused(variant):
+    from gedge_site.envconf import is_example_value
+
+    assert not of_kind(RENDERED[variant], "Secret"), "the example Secret (known values) must never deploy"
+    assert not any("secret" in entry for entry in yaml.safe_load(
+        (K8S / ("base" if variant == "base" else "overlays/edge") / "kustomization.yaml").read_text())["resources"])
+    # Every value of the template that is a credential carries the marker settings.py and ensure_admin refuse.
+    values = yaml.safe_load(SECRET_TEMPLATE.read_text())["stringData"]
+    credentials = {name: value for name, value in values.items() if name not in ("POSTGRES_USER", "POSTGRES_DB")}
+    assert credentials and all(is_example_value(value) for value in credentials.values()), credentials
 
 
 @pytest.mark.parametrize("variant", ["base", "edge", "extras"])
@@ -187,7 +212,7 @@ def test_keda_objects_have_keda_s_shape(variant):
         assert auth["apiVersion"] == "keda.sh/v1alpha1" and set(auth["spec"]) == {"secretTargetRef"}
         for ref in auth["spec"]["secretTargetRef"]:
             assert set(ref) == {"parameter", "name", "key"} and ref["parameter"] in ("password", "username")
-            assert ref["key"] in find(docs, "Secret", ref["name"])["stringData"]
+            assert ref["key"] in secret_doc(docs, ref["name"])["stringData"]
     scaled = of_kind(docs, "ScaledObject")
     assert {doc["metadata"]["name"] for doc in scaled} == {"cpu-worker", "gpu-worker"}
     for doc in scaled:
@@ -273,11 +298,11 @@ def test_config_and_secret_references_exist(variant):
                 if "configMapRef" in source:
                     find(docs, "ConfigMap", source["configMapRef"]["name"])
                 if "secretRef" in source:
-                    find(docs, "Secret", source["secretRef"]["name"])
+                    secret_doc(docs, source["secretRef"]["name"])
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {})
                 if "secretKeyRef" in ref:
-                    assert ref["secretKeyRef"]["key"] in find(docs, "Secret", ref["secretKeyRef"]["name"])[
+                    assert ref["secretKeyRef"]["key"] in secret_doc(docs, ref["secretKeyRef"]["name"])[
                         "stringData"], f"{key(doc)}: {env['name']}"
                 if "configMapKeyRef" in ref:
                     assert ref["configMapKeyRef"]["key"] in find(docs, "ConfigMap", ref["configMapKeyRef"]["name"])[
@@ -302,7 +327,7 @@ def container_env(docs, container) -> dict[str, str | None]:
         if "configMapRef" in source:
             env.update(find(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
         if "secretRef" in source:
-            env.update(find(docs, "Secret", source["secretRef"]["name"])["stringData"])
+            env.update(secret_doc(docs, source["secretRef"]["name"])["stringData"])
     for item in container.get("env", []):
         env[item["name"]] = item.get("value")
     return env

@@ -72,6 +72,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     """Jobs of the signed-in user (staff: everyone's), newest first. Another user's job answers 404."""
 
     serializer_class = JobSerializer
+    queryset = Job.objects.none()  # the model, for the schema; get_queryset gives the user's jobs
     parser_classes = [parsers.MultiPartParser, parsers.FormParser, parsers.JSONParser]
     throttle_scope = "submit"
 
