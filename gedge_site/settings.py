@@ -268,7 +268,14 @@ GEDGE_NMS_IOU = env_float("GEDGE_NMS_IOU", 0.45)
 # superfast: ~40% less CPU than veryfast at a higher PSNR, ~15% larger files (docs/performance.md).
 GEDGE_X264_PRESET = env_str("GEDGE_X264_PRESET", "superfast")
 GEDGE_X264_CRF = env_int("GEDGE_X264_CRF", 23)
-GEDGE_MAX_ITERATIONS = env_int("GEDGE_MAX_ITERATIONS", 3)
+GEDGE_MAX_ITERATIONS = env_int("GEDGE_MAX_ITERATIONS", 3)  # restarts of one segment before its job fails
+# Segments (docs/segments.md): a job's video is cut at keyframes into segments of about GEDGE_SEGMENT_S seconds,
+# each its own message through the three stages. At most GEDGE_SEGMENTS_IN_FLIGHT segments of one job are in
+# flight (dispatched, not yet postprocessed) at a time, fewer where their frames would not fit in
+# GEDGE_WORK_BUDGET_BYTES of shared storage; a job whose one segment does not fit fails at once.
+GEDGE_SEGMENT_S = env_float("GEDGE_SEGMENT_S", 10.0)
+GEDGE_SEGMENTS_IN_FLIGHT = env_int("GEDGE_SEGMENTS_IN_FLIGHT", 6)
+GEDGE_WORK_BUDGET_BYTES = env_int("GEDGE_WORK_BUDGET_BYTES", 1_000_000_000)
 GEDGE_RETRY_BACKOFF_MS = env_int("GEDGE_RETRY_BACKOFF_MS", 2000)
 GEDGE_STAGE_TIME_LIMIT_S = env_int("GEDGE_STAGE_TIME_LIMIT_S", 3600)
 # Leases and the reaper (jobs/lifecycle/leases.py and reaper.py): a running stage renews its lease every TTL/3.

@@ -84,16 +84,16 @@ class Job(models.Model):
 
     version = models.PositiveBigIntegerField(default=1, help_text="Grows with every change pushed to browsers")
 
-    # Lease of the stage attempt now running (see jobs/lifecycle/leases.py). ``attempt`` grows with every stage start
-    # and fences writes: an attempt may only write while the row still carries its number.
-    attempt = models.PositiveIntegerField(default=0)
-    lease_owner = models.CharField(max_length=200, blank=True, default="")
-    heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    # The last stage message sent, so the reaper can tell a lost message from one still queued.
+    # The planning message (the job's first message, on the preprocess queue), so the reaper can tell a lost
+    # message from one still queued. Stage messages are per segment (Segment.message_id).
     message_id = models.CharField(max_length=64, blank=True, default="")
     dispatched_at = models.DateTimeField(null=True, blank=True)
-    # Where each stage attempt left its output, relative to the job folder (attempt-specific names).
-    artifacts = models.JSONField(default=dict, blank=True)
+    # Most segments of this job that may be in flight at once (set at planning: GEDGE_SEGMENTS_IN_FLIGHT,
+    # lowered to what the work-storage budget allows).
+    window = models.PositiveIntegerField(default=0)
+    segment_count = models.PositiveIntegerField(default=0, help_text="Segments the video was cut into")
+    segments_done = models.PositiveIntegerField(default=0, help_text="Segments through all three stages")
+    work_bytes_peak = models.BigIntegerField(default=0, help_text="Most bytes of frames on shared storage at once")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -145,8 +145,62 @@ class Job(models.Model):
         return None
 
 
+class Segment(models.Model):
+    """A run of a job's frames that goes through the three stages on its own (stages/segments.py cuts them).
+
+    ``status`` takes the job statuses from Enqueue to Postprocessing_complete (a segment's own pipeline), or
+    Failed / Cancelled when its job ended first. ``attempt`` grows with every stage start and fences writes: a
+    stage attempt may only write while the row still carries its number and a recent ``heartbeat_at`` (its
+    lease, jobs/lifecycle/leases.py). ``iteration`` counts this segment's restarts after errors.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="segments")
+    index = models.PositiveIntegerField()
+    first_frame = models.PositiveIntegerField()
+    frame_count = models.PositiveIntegerField()
+    start_pts = models.BigIntegerField()
+    end_pts = models.BigIntegerField(null=True, blank=True)
+    start_s = models.FloatField(default=0)
+    time_base = models.CharField(max_length=40, help_text="The video stream's time base of the pts, e.g. 1/12800")
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.ENQUEUE)
+    iteration = models.PositiveIntegerField(default=0)
+    attempt = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=200, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    message_id = models.CharField(max_length=64, blank=True, default="")
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    preprocess_done = models.PositiveIntegerField(default=0)
+    inference_done = models.PositiveIntegerField(default=0)
+    postprocess_done = models.PositiveIntegerField(default=0)
+    stage_ms = models.JSONField(default=dict, blank=True)
+    work_bytes = models.BigIntegerField(default=0, help_text="Bytes of frames this segment holds on storage")
+    # Where each stage attempt left its output, relative to the job folder (attempt-specific names).
+    artifacts = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="unique_segment_index")]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"Job {self.job_id} segment {self.index} ({self.status})"
+
+    @property
+    def dir(self) -> Path:
+        return self.job.work_dir / f"s{self.index}"
+
+    @property
+    def end_frame(self) -> int:
+        return self.first_frame + self.frame_count
+
+
 class JobEvent(models.Model):
+    """A job's status change, or (``segment`` set) one of its segments' (from_status/to_status are then the
+    segment's)."""
+
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    segment = models.PositiveIntegerField(null=True, blank=True, help_text="Segment index; empty for the job")
     from_status = models.CharField(max_length=32, blank=True, default="")
     to_status = models.CharField(max_length=32, choices=Status.choices)
     at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -157,4 +211,5 @@ class JobEvent(models.Model):
         ordering = ["id"]
 
     def __str__(self) -> str:
-        return f"{self.job_id}: {self.from_status or '-'} -> {self.to_status}"
+        where = f"{self.job_id}" if self.segment is None else f"{self.job_id}/s{self.segment}"
+        return f"{where}: {self.from_status or '-'} -> {self.to_status}"

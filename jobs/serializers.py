@@ -6,13 +6,23 @@ import json
 from rest_framework import serializers
 from rest_framework.utils.encoders import JSONEncoder
 
-from .models import Job, JobEvent
+from .models import Job, JobEvent, Segment
 
 
 class JobEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobEvent
-        fields = ["id", "from_status", "to_status", "at", "iteration", "message"]
+        fields = ["id", "segment", "from_status", "to_status", "at", "iteration", "message"]
+
+
+class SegmentSerializer(serializers.ModelSerializer):
+    """One segment of a job: which frames, where it is, its frames done per stage and its stage times."""
+
+    class Meta:
+        model = Segment
+        fields = ["index", "first_frame", "frame_count", "start_s", "status", "iteration", "preprocess_done",
+                  "inference_done", "postprocess_done", "stage_ms", "updated_at"]
+        read_only_fields = fields
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -30,7 +40,8 @@ class JobSerializer(serializers.ModelSerializer):
             "id", "user", "path", "type", "status", "started_at", "ended_at", "iteration",
             "original_name", "size_bytes", "client_token", "width", "height", "fps", "frame_count",
             "duration_s", "progress", "stage_progress", "stage_ms", "duration_ms", "error", "failed_stage",
-            "model_name", "model_sha256", "params", "summary", "version", "created_at", "updated_at",
+            "model_name", "model_sha256", "params", "summary", "segment_count", "segments_done", "window",
+            "work_bytes_peak", "version", "created_at", "updated_at",
         ]
         read_only_fields = fields
 
@@ -48,7 +59,8 @@ SHAPE_COLUMNS = (
     "id", "user__username", "path", "type", "status", "started_at", "ended_at", "iteration", "original_name",
     "size_bytes", "client_token", "width", "height", "fps", "frame_count", "duration_s", "preprocess_done",
     "inference_done", "postprocess_done", "stage_ms", "error", "failed_stage", "model_name", "model_sha256",
-    "params", "summary", "version", "created_at", "updated_at",
+    "params", "summary", "segment_count", "segments_done", "window", "work_bytes_peak", "version", "created_at",
+    "updated_at",
 )
 
 

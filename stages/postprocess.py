@@ -20,7 +20,8 @@ import numpy as np
 
 from .errors import UnprocessableInput
 from .inference import load_detections
-from .video import as_fraction, frame_time_ms, iter_frames, open_video, to_bgr
+from .segments import SegmentPlan, frames_of
+from .video import as_fraction, frame_time_ms, to_bgr, video_fps
 
 ANNOTATED = "annotated.mp4"
 DETECTIONS_JSON = "detections.json"
@@ -154,6 +155,13 @@ class DetectionsJsonWriter:
         self.first = False
         self.fh.write(json.dumps({"index": index, "time_ms": time_ms, "boxes": boxes}))
 
+    def raw_frame(self, text: str) -> None:
+        """A frame already in JSON (a line of another detections.json)."""
+        if not self.first:
+            self.fh.write(",\n")
+        self.first = False
+        self.fh.write(text)
+
     def close(self, summary: dict) -> None:
         self.fh.write('\n], "summary": ' + json.dumps(summary) + "}\n")
         self.fh.close()
@@ -175,7 +183,11 @@ def postprocess_detections(
     encoder: EncoderSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
     progress_every: int = 16,
+    segment: SegmentPlan | None = None,
 ) -> PostprocessResult:
+    """Draw ``work_dir``'s detections on the source frames (``segment``'s only, where one is given), encode
+    them to ``out_dir``/annotated.mp4 and write ``out_dir``/detections.json with global frame indexes. A
+    segment's two files are a part: :func:`assemble_parts` joins the parts of a video."""
     started = time.perf_counter()
     encoder = encoder or EncoderSettings()
     out_dir = Path(out_dir)
@@ -185,7 +197,8 @@ def postprocess_detections(
     order = np.argsort(rows[:, 0], kind="stable")
     rows = rows[order]
     frame_ids = rows[:, 0].astype(np.int64)
-    total = int(video.get("frame_count") or 0)
+    total = segment.frame_count if segment is not None else int(video.get("frame_count") or 0)
+    first_frame = segment.first_frame if segment is not None else 0
     per_class: Counter[str] = Counter()
 
     video_tmp = out_dir / f".{ANNOTATED}.{os.getpid()}.tmp.mp4"
@@ -193,13 +206,12 @@ def postprocess_detections(
                                                                    "parameters": parameters})
     count = 0
     try:
-        with open_video(source) as src, av.open(str(video_tmp), "w", format="mp4",
-                                                 options={"movflags": "+faststart"}) as dst:
-            in_stream = src.streams.video[0]
-            fps = float(in_stream.average_rate or in_stream.guessed_rate or 25)
+        with av.open(str(video_tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+            fps = video_fps(source)
             out_stream = None
-            for index, frame in enumerate(iter_frames(src)):
-                lo, hi = np.searchsorted(frame_ids, [index, index + 1])
+            for index, frame in frames_of(source, segment):
+                local = index - first_frame
+                lo, hi = np.searchsorted(frame_ids, [local, local + 1])
                 frame_rows = rows[lo:hi]
                 image = to_bgr(frame)
                 draw_boxes(image, frame_rows, names)
@@ -213,13 +225,13 @@ def postprocess_detections(
                     out_stream.options = {"preset": encoder.preset, "crf": str(encoder.crf)}
                     out_stream.codec_context.thread_count = encoder.threads
                 out_frame = bgr_to_yuv420_frame(image)
-                out_frame.pts = index
+                out_frame.pts = local
                 for packet in out_stream.encode(out_frame):
                     dst.mux(packet)
                 json_writer.frame(index, frame_time_ms(frame, index, fps), frame_rows, names)
                 for class_id in frame_rows[:, 6].astype(np.int64):
                     per_class[names[class_id] if class_id < len(names) else str(class_id)] += 1
-                count = index + 1
+                count = local + 1
                 if progress and count % progress_every == 0:
                     progress(count, max(total, count))
             if out_stream is None:
@@ -244,3 +256,57 @@ def postprocess_detections(
         bytes_video=(out_dir / ANNOTATED).stat().st_size,
         seconds=time.perf_counter() - started,
     )
+
+
+@dataclass
+class AssembledResult:
+    frame_count: int
+    detections: int
+    per_class: dict[str, int]
+    bytes_video: int
+
+
+def assemble_parts(part_dirs: list[Path], out_dir: Path, header: dict) -> AssembledResult:
+    """Join the parts of a video, in order, into ``out_dir``'s annotated.mp4 (packets copied, not encoded
+    again: stages/concat.py) and detections.json (``header``, every part's frame lines copied as they are,
+    one summary over all parts). Memory does not grow with the video's length."""
+    from .concat import join_parts
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_class: Counter[str] = Counter()
+    frames = detections = 0
+    writer = DetectionsJsonWriter(out_dir / DETECTIONS_JSON, header)
+    try:
+        for part in part_dirs:
+            facts = read_detection_facts(part / DETECTIONS_JSON)["summary"]
+            frames += facts["frames"]
+            detections += facts["detections"]
+            per_class.update(facts["per_class"])
+            for line in _frame_lines(part / DETECTIONS_JSON):
+                writer.raw_frame(line)
+        summary = {"frames": frames, "detections": detections, "per_class": dict(per_class.most_common())}
+        if len(part_dirs) == 1:  # one part: it is the result
+            os.replace(part_dirs[0] / ANNOTATED, out_dir / ANNOTATED)
+        else:
+            joined = join_parts([part / ANNOTATED for part in part_dirs], out_dir / ANNOTATED)
+            if joined != frames:
+                raise RuntimeError(f"the joined video has {joined} frames where the parts' detections have {frames}")
+        writer.close(summary)
+    except BaseException:
+        writer.abort()
+        raise
+    return AssembledResult(frame_count=frames, detections=detections, per_class=summary["per_class"],
+                           bytes_video=(out_dir / ANNOTATED).stat().st_size)
+
+
+def _frame_lines(path: Path) -> Iterator[str]:
+    """The frame lines of a detections.json that DetectionsJsonWriter wrote, as JSON text, in order."""
+    with open(path, encoding="utf-8") as fh:
+        if not fh.readline().rstrip().endswith(FRAMES_OPEN):
+            raise ValueError(f"{path} was not written frame by frame")
+        for line in fh:
+            line = line.strip()
+            if line.startswith("]"):
+                return
+            if line:
+                yield line.removesuffix(",")

@@ -11,7 +11,8 @@ import numpy as np
 
 from .errors import UnprocessableInput
 from .framestore import FrameWriter
-from .video import VideoLimits, iter_frames, open_video, to_bgr
+from .segments import SegmentPlan, frames_of
+from .video import VideoLimits, to_bgr, video_fps
 
 Progress = Callable[[int, int], None]
 
@@ -55,8 +56,10 @@ def preprocess_video(
     limits: VideoLimits | None = None,
     progress: Progress | None = None,
     chunk_size: int = 32,
+    segment: SegmentPlan | None = None,
 ) -> PreprocessResult:
-    """Decode ``source`` and write its letterboxed frames to ``work_dir`` (see framestore).
+    """Decode ``source`` (only ``segment``'s frames where one is given) and write its letterboxed frames to
+    ``work_dir`` (see framestore); the store's frame 0 is the segment's first frame.
 
     ``limits`` (and ``max_frames``) are enforced on what is actually decoded, not on what the container
     declares: a stream without a declared length, or one that lies, stops at the first frame past a limit.
@@ -68,30 +71,27 @@ def preprocess_video(
     writer = FrameWriter(Path(work_dir), chunk_size=chunk_size)
     clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)) if enhance else None
     geometry = None
-    fps = 0.0
-    with open_video(source) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        total = expected_frames or int(stream.frames or 0)
-        first_time = None
-        for index, frame in enumerate(iter_frames(container)):
-            if max_frames and index >= max_frames:
-                raise UnprocessableInput(f"the video has more than {max_frames} frames")
-            if frame.time is not None:
-                first_time = frame.time if first_time is None else first_time
-                limits.check_duration(frame.time - first_time)
-            if geometry is None:
-                limits.check_size(frame.width, frame.height)
-                geometry = (frame.width, frame.height, *letterbox_geometry(frame.width, frame.height, input_h, input_w))
-            elif (frame.width, frame.height) != geometry[:2]:
-                raise UnprocessableInput("the frame size changes within the video")
-            _, _, scale, new_w, new_h = geometry
-            image = to_bgr(frame, new_w, new_h)
-            if clahe is not None:
-                image = enhance_clahe(image, clahe)
-            writer.add(image)
-            if progress and (index + 1) % chunk_size == 0:
-                progress(index + 1, max(total, index + 1))
+    fps = video_fps(source)
+    total = (segment.frame_count if segment is not None else 0) or expected_frames
+    first_time = None
+    for count, (index, frame) in enumerate(frames_of(source, segment), start=1):
+        if max_frames and index >= max_frames:
+            raise UnprocessableInput(f"the video has more than {max_frames} frames")
+        if frame.time is not None:
+            first_time = frame.time if first_time is None else first_time
+            limits.check_duration(frame.time - first_time)
+        if geometry is None:
+            limits.check_size(frame.width, frame.height)
+            geometry = (frame.width, frame.height, *letterbox_geometry(frame.width, frame.height, input_h, input_w))
+        elif (frame.width, frame.height) != geometry[:2]:
+            raise UnprocessableInput("the frame size changes within the video")
+        _, _, scale, new_w, new_h = geometry
+        image = to_bgr(frame, new_w, new_h)
+        if clahe is not None:
+            image = enhance_clahe(image, clahe)
+        writer.add(image)
+        if progress and count % chunk_size == 0:
+            progress(count, max(total, count))
     if geometry is None:
         raise UnprocessableInput("the video has no frames")
     width, height, scale, new_w, new_h = geometry
@@ -103,6 +103,7 @@ def preprocess_video(
         resized=[new_h, new_w],
         input_size=[input_h, input_w],
         enhance=enhance,
+        first_frame=segment.first_frame if segment is not None else 0,
     )
     if progress:
         progress(writer.frame_count, writer.frame_count)

@@ -29,7 +29,7 @@ import av
 import numpy as np
 
 from .errors import UnprocessableInput
-from .video import VideoLimits, open_video, to_bgr
+from .video import VideoLimits, iter_frames, open_video, to_bgr
 
 DEFAULT_TARGET_S = 10.0
 
@@ -281,3 +281,13 @@ def _frames_of_segment(packets: Iterator[av.Packet], plan: SegmentPlan) -> Itera
             if plan.end_pts is not None and pts >= plan.end_pts:
                 return
             yield frame
+
+
+def frames_of(path: str | os.PathLike, plan: SegmentPlan | None) -> Iterator[tuple[int, av.VideoFrame]]:
+    """``(global frame index, frame)`` of one segment, or of the whole video where ``plan`` is None (a
+    straight decode). The stages read their input through this one function."""
+    if plan is not None:
+        yield from decode_segment(path, plan)
+        return
+    with open_video(path) as container:
+        yield from enumerate(iter_frames(container))

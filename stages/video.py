@@ -147,6 +147,16 @@ def probe_video(path: str | os.PathLike, limits: VideoLimits | None = None) -> V
         )
 
 
+def stream_fps(stream: av.video.stream.VideoStream) -> float:
+    return float(stream.average_rate or stream.guessed_rate or 25)
+
+
+def video_fps(path: str | os.PathLike) -> float:
+    """The frame rate the stages encode and time frames with (the container's average rate)."""
+    with open_video(path) as container:
+        return stream_fps(container.streams.video[0])
+
+
 def iter_frames(container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
     """Decode the first video stream with FFmpeg's frame/slice threads."""
     stream = container.streams.video[0]

@@ -212,3 +212,25 @@ def finished_job(user, frames: int = 5) -> Job:
     (job.result_dir / "detections.json").write_text(json.dumps(doc))
     (job.result_dir / "annotated.mp4").write_bytes(bytes(range(256)) * 4)  # 1024 known bytes
     return job
+
+
+def street_with_keyframes(path: Path, every: int = 15, width: int = 640, height: int = 360, loops: int = 1) -> Path:
+    """The shared street video (real people, real motion) re-encoded with a keyframe every ``every`` frames
+    and 3 B-frames, ``loops`` times over: a video that segments (the original has one keyframe)."""
+    from stages.video import iter_frames, open_video
+
+    from .conftest import STREET
+
+    with av.open(str(path), "w") as dst:
+        stream = dst.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "superfast", "bf": "3", "g": str(every), "x264-params": "scenecut=0"}
+        pts = 0
+        for _ in range(loops):
+            with open_video(STREET) as src:
+                for frame in iter_frames(src):
+                    out = frame.reformat(width=width, height=height, format="yuv420p")
+                    out.pts, out.time_base, pts = pts, Fraction(1, 30), pts + 1
+                    dst.mux(stream.encode(out))
+        dst.mux(stream.encode())
+    return path

@@ -2,6 +2,7 @@
 and the two steps every path shares: finishing a job and removing its work files."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from typing import Any
@@ -10,10 +11,10 @@ import dramatiq
 from django.conf import settings
 from django.db import DatabaseError, transaction
 
-from jobs.models import ACTIVE, TERMINAL, Job, Status
+from jobs.models import ACTIVE, TERMINAL, Job, Segment, Status
 from stages.postprocess import ANNOTATED, DETECTIONS_JSON
 
-from .transitions import STAGE_BY_RUNNING, STAGES, StaleTransition, create_job, transition
+from .transitions import StaleTransition, create_job, transition
 from .uploads import clean_original_name, discard_upload, job_type, store_upload
 
 
@@ -29,65 +30,96 @@ class TooManyActiveJobs(Exception):
         self.limit = limit
 
 
+MODEL_FACTS = "model.json"  # what inference writes beside a segment's detections: the model's facts
+
+
+def video_facts(job: Job) -> dict[str, Any]:
+    """The video facts of detections.json."""
+    return {"width": job.width, "height": job.height, "fps": job.fps, "frame_count": job.frame_count,
+            "duration_s": job.duration_s, "type": job.type}
+
+
 def finalize_job(job: Job) -> Job:
-    """Postprocessing_complete -> Exit: move the winning attempt's results into place, drop the work folder.
+    """Postprocessing_complete -> Exit: join the segments' parts into the results, drop the work folder.
 
-    Idempotent, so the reaper can finish a job whose worker died between the two steps.
+    Idempotent, so the reaper can finish a job whose worker died between any two steps.
     """
-    source = job.job_dir / job.artifacts.get("result", "-")
-    job.result_dir.mkdir(parents=True, exist_ok=True)
-    for name in (ANNOTATED, DETECTIONS_JSON):
-        if (source / name).exists():
-            os.replace(source / name, job.result_dir / name)
-    cleanup_work(job)
-    return transition(job.pk, Status.POSTPROCESSING_COMPLETE, Status.EXIT, message="results ready")
+    from stages.postprocess import assemble_parts, read_detection_facts
 
+    results = [job.result_dir / ANNOTATED, job.result_dir / DETECTIONS_JSON]
+    if not all(path.exists() for path in results):
+        segments = list(job.segments.order_by("index"))
+        parts = [job.job_dir / segment.artifacts["part"] for segment in segments]
+        model = json.loads((job.job_dir / segments[0].artifacts["detections"] / MODEL_FACTS).read_text())
+        staging = job.job_dir / "assembling"
+        shutil.rmtree(staging, ignore_errors=True)
+        assemble_parts(parts, staging, {"video": video_facts(job), "model": model, "parameters": job.params})
+        job.result_dir.mkdir(parents=True, exist_ok=True)
+        for path in results:  # detections.json last: both present means the results are complete
+            os.replace(staging / path.name, path)
+        shutil.rmtree(staging, ignore_errors=True)
+    cleanup_work(job)
+    summary = read_detection_facts(job.result_dir / DETECTIONS_JSON)["summary"]
+    return transition(job.pk, Status.POSTPROCESSING_COMPLETE, Status.EXIT, message="results ready",
+                      fields={"summary": {"detections": summary["detections"], "per_class": summary["per_class"]}})
 
 
 def cleanup_work(job: Job) -> None:
     shutil.rmtree(job.work_dir, ignore_errors=True)
+    shutil.rmtree(job.job_dir / "assembling", ignore_errors=True)
+
+
+def end_job(job: Job, to_status: str, message: str, *, fields: dict[str, Any] | None = None,
+            only_if_segment: tuple[int, str, int] | None = None) -> bool:
+    """Fail or cancel a job from whatever active status it is in, then remove its work files; False where it
+    had already ended. ``only_if_segment`` (segment id, status, attempt): only while that segment attempt is
+    still current, so a stale attempt cannot end a job that another attempt now owns."""
+    for _ in range(5):  # the status may move under us; re-read and try again
+        with transaction.atomic():
+            current = Job.objects.select_for_update().get(pk=job.pk)
+            if current.status in TERMINAL:
+                return False
+            if only_if_segment is not None:
+                segment_id, status, attempt = only_if_segment
+                if not Segment.objects.filter(pk=segment_id, status=status, attempt=attempt).exists():
+                    return False
+            try:
+                transition(job.pk, current.status, to_status, message=message, fields=fields)
+            except StaleTransition:
+                continue
+        cleanup_work(job)
+        return True
+    raise ActionNotAllowed("the job is changing too fast; try again")
 
 
 def cancel_job(job: Job) -> Job:
-    """Cancel a job that has not ended; a running stage stops at its next batch boundary."""
-    for _ in range(5):  # the status may move under us; re-read and try again
-        job.refresh_from_db()
-        if job.status in TERMINAL:
-            raise ActionNotAllowed(f"a job that is {job.status} cannot be cancelled")
-        try:
-            job = transition(job.pk, job.status, Status.CANCELLED, message="cancelled by " + job.user.username)
-        except StaleTransition:
-            continue
-        if job.status not in STAGE_BY_RUNNING:
-            cleanup_work(job)
-        return job
-    raise ActionNotAllowed("the job is changing too fast to cancel; try again")
+    """Cancel a job that has not ended; its running segment stages stop at their next batch boundary."""
+    job.refresh_from_db()
+    if job.status in TERMINAL or not end_job(job, Status.CANCELLED, "cancelled by " + job.user.username):
+        raise ActionNotAllowed(f"a job that is {job.status} cannot be cancelled")
+    job.refresh_from_db()
+    return job
 
 
 def retry_job(job: Job, by: str = "") -> Job:
-    """Send a Failed or Cancelled job back, from the failed stage where its input is still there."""
+    """Send a Failed or Cancelled job back to Enqueue: it is planned and processed again from the start (its
+    work files were removed when it ended)."""
     job.refresh_from_db()
-    if job.status == Status.FAILED and job.failed_stage in STAGES and _stage_input_present(job):
-        target = STAGES[job.failed_stage].ready
-    elif job.status in (Status.FAILED, Status.CANCELLED):
-        target = Status.ENQUEUE
-    else:
+    if job.status not in (Status.FAILED, Status.CANCELLED):
         raise ActionNotAllowed(f"a job that is {job.status} cannot be retried")
-    fields: dict[str, Any] = {"iteration": 0, "failed_stage": "", "ended_at": None}
-    if target == Status.ENQUEUE:
-        fields.update(preprocess_done=0, inference_done=0, postprocess_done=0, stage_ms={})
+    fields: dict[str, Any] = {"iteration": 0, "failed_stage": "", "ended_at": None,
+                              "preprocess_done": 0, "inference_done": 0, "postprocess_done": 0, "stage_ms": {},
+                              "window": 0, "segment_count": 0, "segments_done": 0, "work_bytes_peak": 0,
+                              "summary": {}}
     try:
-        return transition(job.pk, job.status, target, fields=fields,
-                          message=f"retry{' by ' + by if by else ''} from {target}")
+        with transaction.atomic():
+            moved = transition(job.pk, job.status, Status.ENQUEUE, fields=fields,
+                               message=f"retry{' by ' + by if by else ''}: planned again from the start")
+            Segment.objects.filter(job_id=job.pk).delete()
     except StaleTransition as exc:
         raise ActionNotAllowed("the job changed; reload and try again") from exc
-
-
-def _stage_input_present(job: Job) -> bool:
-    if job.failed_stage == "preprocess":
-        return True
-    key = "frames" if job.failed_stage == "inference" else "detections"
-    return key in job.artifacts and (job.job_dir / job.artifacts[key]).is_dir()
+    cleanup_work(job)
+    return moved
 
 
 def _check_queue_reachable() -> None:

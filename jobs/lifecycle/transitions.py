@@ -1,36 +1,48 @@
-"""The job lifecycle: every allowed status change, applied as a compare-and-set update.
+"""The job lifecycle and its segments' lifecycles: every allowed status change, applied as a compare-and-set.
 
-Allowed transitions (anything else raises IllegalTransition):
+A job's video is cut into segments (stages/segments.py); each segment goes through the three stages on its
+own. Segment transitions (anything else raises IllegalTransition):
 
-    Enqueue                 -> Preprocessing | Failed | Cancelled
-    Preprocessing           -> Preprocessing_complete | Enqueue (retry after an error) | Failed | Cancelled
-    Preprocessing_complete  -> Inferencing | Failed | Cancelled
-    Inferencing             -> Inferencing_complete | Preprocessing_complete (retry) | Failed | Cancelled
-    Inferencing_complete    -> Postprocessing | Failed | Cancelled
-    Postprocessing          -> Postprocessing_complete | Inferencing_complete (retry) | Failed | Cancelled
-    Postprocessing_complete -> Exit | Failed | Cancelled
-    Failed                  -> Enqueue | Preprocessing_complete | Inferencing_complete (retry by a person)
-    Cancelled               -> Enqueue (retry by a person)
-    Exit                    -> (final)
+    Enqueue                 -> Preprocessing
+    Preprocessing           -> Preprocessing_complete | Enqueue (retry, hand-back, expired lease)
+    Preprocessing_complete  -> Inferencing
+    Inferencing             -> Inferencing_complete | Preprocessing_complete (retry ...)
+    Inferencing_complete    -> Postprocessing
+    Postprocessing          -> Postprocessing_complete | Inferencing_complete (retry ...)
+    any but Postprocessing_complete -> Failed | Cancelled (its job ended)
 
-A stage runs between its *ready* status and its *running* status; entering a ready status dispatches the
-stage's actor after commit, so the row is committed before any worker can see the message. Every change
-writes a JobEvent, bumps ``version`` and is pushed to browsers after commit.
+A segment entering a *ready* status (Enqueue when dispatched, Preprocessing_complete, Inferencing_complete)
+sends its next stage's message after commit. Every segment change is a JobEvent with ``segment`` set.
+
+The job's status is derived from its segments by one rule, applied in the same transaction as every segment
+change (:func:`advance_job`): **the job is in the earliest stage that not all of its segments have
+completed: in that stage's running status once any segment has started it, else in its ready status; when
+every segment has completed postprocessing it is Postprocessing_complete**, and Exit once the parts are
+joined. The job only moves forward, one status at a time, so it passes through the paper's eight statuses in
+order, each a JobEvent (``segment`` empty) and a push to browsers:
+
+    Enqueue -> Preprocessing -> Preprocessing_complete -> Inferencing -> Inferencing_complete
+            -> Postprocessing -> Postprocessing_complete -> Exit
+    any active status -> Failed | Cancelled;  Failed | Cancelled -> Enqueue (retry by a person: start over)
+
+Entering Enqueue sends the job's planning message (on the preprocess queue): it cuts the video into segments
+and dispatches the first ``window`` of them; each segment that finishes postprocessing makes room for the
+next (:func:`fill_window`).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import dramatiq
 from django.db import transaction
-from django.db.models import F
-from django.db.models.functions import Coalesce
+from django.db.models import Count, F, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from jobs.models import TERMINAL, Job, JobEvent, Status
+from jobs.models import PIPELINE, TERMINAL, Job, JobEvent, Segment, Status
 
 from .broadcast import push_job
 
@@ -38,40 +50,46 @@ logger = logging.getLogger(__name__)
 
 _FAIL_OR_CANCEL = {Status.FAILED, Status.CANCELLED}
 TRANSITIONS: dict[str, frozenset[str]] = {
-    Status.ENQUEUE: frozenset({Status.PREPROCESSING, *_FAIL_OR_CANCEL}),
-    Status.PREPROCESSING: frozenset({Status.PREPROCESSING_COMPLETE, Status.ENQUEUE, *_FAIL_OR_CANCEL}),
-    Status.PREPROCESSING_COMPLETE: frozenset({Status.INFERENCING, *_FAIL_OR_CANCEL}),
-    Status.INFERENCING: frozenset({Status.INFERENCING_COMPLETE, Status.PREPROCESSING_COMPLETE, *_FAIL_OR_CANCEL}),
-    Status.INFERENCING_COMPLETE: frozenset({Status.POSTPROCESSING, *_FAIL_OR_CANCEL}),
-    Status.POSTPROCESSING: frozenset({Status.POSTPROCESSING_COMPLETE, Status.INFERENCING_COMPLETE,
-                                      *_FAIL_OR_CANCEL}),
-    Status.POSTPROCESSING_COMPLETE: frozenset({Status.EXIT, *_FAIL_OR_CANCEL}),
+    **{current: frozenset({following, *_FAIL_OR_CANCEL})
+       for current, following in zip(PIPELINE, PIPELINE[1:], strict=False)},
     Status.EXIT: frozenset(),
-    Status.FAILED: frozenset({Status.ENQUEUE, Status.PREPROCESSING_COMPLETE, Status.INFERENCING_COMPLETE}),
+    Status.FAILED: frozenset({Status.ENQUEUE}),
     Status.CANCELLED: frozenset({Status.ENQUEUE}),
 }
+POSITION = {status: i for i, status in enumerate(PIPELINE)}
+PLAN_ACTOR = "plan_job"  # on the preprocess queue
 
 
-@dataclass(frozen=True)
 class Stage:
-    name: str  # also the Dramatiq queue name
-    actor: str  # the Dramatiq actor that runs it (jobs/actors.py)
-    ready: Status
-    running: Status
-    complete: Status
-    progress_field: str
+    def __init__(self, name: str, actor: str, ready: Status, running: Status, complete: Status,
+                 progress_field: str) -> None:
+        self.name = name  # also the Dramatiq queue name
+        self.actor = actor  # the Dramatiq actor that runs it (jobs/actors.py)
+        self.ready, self.running, self.complete, self.progress_field = ready, running, complete, progress_field
+
+    def __repr__(self) -> str:
+        return f"Stage({self.name})"
 
 
 STAGES: dict[str, Stage] = {
-    "preprocess": Stage("preprocess", "preprocess_job", Status.ENQUEUE, Status.PREPROCESSING,
+    "preprocess": Stage("preprocess", "preprocess_segment", Status.ENQUEUE, Status.PREPROCESSING,
                         Status.PREPROCESSING_COMPLETE, "preprocess_done"),
-    "inference": Stage("inference", "infer_job", Status.PREPROCESSING_COMPLETE, Status.INFERENCING,
+    "inference": Stage("inference", "infer_segment", Status.PREPROCESSING_COMPLETE, Status.INFERENCING,
                        Status.INFERENCING_COMPLETE, "inference_done"),
-    "postprocess": Stage("postprocess", "postprocess_job", Status.INFERENCING_COMPLETE, Status.POSTPROCESSING,
-                         Status.POSTPROCESSING_COMPLETE, "postprocess_done"),
+    "postprocess": Stage("postprocess", "postprocess_segment", Status.INFERENCING_COMPLETE,
+                         Status.POSTPROCESSING, Status.POSTPROCESSING_COMPLETE, "postprocess_done"),
 }
 STAGE_BY_READY = {stage.ready: stage for stage in STAGES.values()}
 STAGE_BY_RUNNING = {stage.running: stage for stage in STAGES.values()}
+SEGMENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    **{stage.ready: frozenset({stage.running, *_FAIL_OR_CANCEL}) for stage in STAGES.values()},
+    **{stage.running: frozenset({stage.complete, stage.ready, *_FAIL_OR_CANCEL}) for stage in STAGES.values()},
+    Status.POSTPROCESSING_COMPLETE: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+SEGMENT_DONE = Status.POSTPROCESSING_COMPLETE
+_COMPLETE = frozenset(stage.complete for stage in STAGES.values())
 
 
 class IllegalTransition(Exception):
@@ -79,32 +97,26 @@ class IllegalTransition(Exception):
 
 
 class StaleTransition(Exception):
-    """The job was no longer in the expected status: a duplicate, late or raced message."""
+    """The row was no longer in the expected status: a duplicate, late or raced message."""
 
 
-def dispatch_stage(job: Job, stage: Stage, delay_ms: int = 0, front: bool = False) -> None:
-    """Send the stage's message after commit; its id is stored on the row now, in the same transaction.
+class JobInterrupted(Exception):
+    """The segment left the running status under a stage (its job ended, or it was taken over): stop."""
 
-    ``dispatched_at`` is when the message is due (after any backoff), so the reaper can tell a lost message
-    from one that is merely waiting (jobs/lifecycle/reaper.py). ``front`` puts the message at the head of its queue:
-    work taken back from a dead or stopping worker resumes before jobs that have not started yet.
-    """
-    # The message is built from the stage's names, not from the actor object: this module is below the
-    # actors (jobs/actors.py -> runner -> transitions), and the web process need not import stage code.
+
+# --- messages ---
+
+
+def _send_after_commit(message: dramatiq.Message, delay_ms: int, front: bool, what: str) -> None:
     broker = dramatiq.get_broker()
-    message = dramatiq.Message(queue_name=stage.name, actor_name=stage.actor, args=(job.pk,), kwargs={},
-                               options={})
-    due = timezone.now() + timedelta(milliseconds=delay_ms)
-    Job.objects.filter(pk=job.pk).update(message_id=message.message_id, dispatched_at=due)
-    job.message_id, job.dispatched_at = message.message_id, due
 
     def send() -> None:
         try:
             sent = broker.enqueue(message, delay=delay_ms or None)
             if front and not delay_ms:
                 _move_to_front(broker, sent)
-        except Exception:  # broker down: the row is committed; the reaper sends the stage again
-            logger.warning("could not send %s", stage.name, exc_info=True, extra={"job_id": job.pk})
+        except Exception:  # broker down: the row is committed; the reaper sends the message again
+            logger.warning("could not send %s", what, exc_info=True)
 
     transaction.on_commit(send)
 
@@ -121,79 +133,250 @@ def _move_to_front(broker, message) -> None:
         pipe.execute()
 
 
-def transition(
-    job_id: int,
-    from_status: str,
-    to_status: str,
-    *,
-    message: str = "",
-    fields: dict[str, Any] | None = None,
-    dispatch_delay_ms: int = 0,
-    attempt: int | None = None,
-    lease_owner: str = "",
-    dispatch_front: bool = False,
-) -> Job:
+def dispatch_plan(job: Job) -> None:
+    """Send the job's planning message after commit; its id is stored on the row now, in the same transaction.
+
+    Messages are built from names, not actor objects: this module is below the actors (jobs/actors.py ->
+    runner -> transitions), and the web process need not import stage code.
+    """
+    message = dramatiq.Message(queue_name="preprocess", actor_name=PLAN_ACTOR, args=(job.pk,), kwargs={},
+                               options={})
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk).update(message_id=message.message_id, dispatched_at=now)
+    job.message_id, job.dispatched_at = message.message_id, now
+    _send_after_commit(message, 0, False, f"plan of job {job.pk}")
+
+
+def dispatch_segment(segment: Segment, stage: Stage, delay_ms: int = 0, front: bool = False) -> None:
+    """Send a segment's stage message after commit, recording its id and when it is due on the row.
+
+    ``dispatched_at`` is when the message is due (after any backoff), so the reaper can tell a lost message
+    from one that is merely waiting. ``front`` puts it at the head of its queue: work taken back from a dead
+    or stopping worker resumes before work that has not started yet.
+    """
+    message = dramatiq.Message(queue_name=stage.name, actor_name=stage.actor, args=(segment.pk,), kwargs={},
+                               options={})
+    due = timezone.now() + timedelta(milliseconds=delay_ms)
+    Segment.objects.filter(pk=segment.pk).update(message_id=message.message_id, dispatched_at=due)
+    segment.message_id, segment.dispatched_at = message.message_id, due
+    _send_after_commit(message, delay_ms, front, f"{stage.name} of segment {segment.pk}")
+
+
+# --- the job ---
+
+
+def transition(job_id: int, from_status: str, to_status: str, *, message: str = "",
+               fields: dict[str, Any] | None = None) -> Job:
     """Move a job from ``from_status`` to ``to_status`` or raise; returns the updated job.
 
-    ``attempt`` fences a stage attempt's own moves: they apply only while the row still carries that attempt
-    number (a stale worker whose lease was taken over cannot move the job). Entering a running status starts a
-    new attempt: ``attempt + 1``, a fresh heartbeat and ``lease_owner``.
+    Entering Enqueue sends the planning message; entering Failed or Cancelled ends every segment that has not
+    finished (which stops their running stages at their next batch: their lease is gone).
     """
     if to_status not in TRANSITIONS[from_status]:
         raise IllegalTransition(f"job {job_id}: {from_status} -> {to_status} is not allowed")
     now = timezone.now()
     updates: dict[str, Any] = {"status": to_status, "version": F("version") + 1, "updated_at": now, **(fields or {})}
-    if to_status in STAGE_BY_RUNNING:
-        updates.update(started_at=Coalesce(F("started_at"), now), attempt=F("attempt") + 1, heartbeat_at=now,
-                       lease_owner=lease_owner[:200])
-    elif from_status in STAGE_BY_RUNNING:
-        updates.update(heartbeat_at=None, lease_owner="")
+    if to_status == Status.PREPROCESSING:
+        updates["started_at"] = Coalesce(F("started_at"), now)
     if to_status in TERMINAL:
         updates["ended_at"] = now
-    match = {"pk": job_id, "status": from_status}
-    if attempt is not None:
-        match["attempt"] = attempt
     with transaction.atomic():
-        changed = Job.objects.filter(**match).update(**updates)
-        if changed != 1:
-            raise StaleTransition(f"job {job_id} is not {from_status}" + (f" at attempt {attempt}" if attempt else ""))
+        if Job.objects.filter(pk=job_id, status=from_status).update(**updates) != 1:
+            raise StaleTransition(f"job {job_id} is not {from_status}")
         job = Job.objects.get(pk=job_id)
-        JobEvent.objects.create(job=job, from_status=from_status, to_status=to_status,
-                                iteration=job.iteration, message=message[:2000])
-        _after_commit(job, dispatch_delay_ms, dispatch_front)
+        JobEvent.objects.create(job=job, from_status=from_status, to_status=to_status, iteration=job.iteration,
+                                message=message[:2000])
+        if to_status in _FAIL_OR_CANCEL:
+            Segment.objects.filter(job_id=job_id).exclude(status=SEGMENT_DONE).update(
+                status=to_status, heartbeat_at=None, lease_owner="", updated_at=now)
+        elif to_status == Status.ENQUEUE:
+            dispatch_plan(job)
+        transaction.on_commit(lambda: push_job(job))
     logger.info("%s -> %s", from_status, to_status, extra={"job_id": job_id, "status": to_status})
     return job
 
 
 def create_job(**fields: Any) -> Job:
-    """Insert a job in Enqueue with its first event; preprocessing is dispatched after commit."""
+    """Insert a job in Enqueue with its first event; its planning message is sent after commit."""
     with transaction.atomic():
         job = Job.objects.create(status=Status.ENQUEUE, **fields)
         JobEvent.objects.create(job=job, from_status="", to_status=Status.ENQUEUE, message="uploaded")
-        _after_commit(job, 0)
+        dispatch_plan(job)
+        transaction.on_commit(lambda: push_job(job))
     return job
 
 
-def _after_commit(job: Job, dispatch_delay_ms: int, front: bool = False) -> None:
-    # After commit, browsers first (a push is what a person waits for), then the next stage's message.
-    transaction.on_commit(lambda: push_job(job))
-    stage = STAGE_BY_READY.get(job.status)
-    if stage is not None:
-        dispatch_stage(job, stage, dispatch_delay_ms, front)
+def derived_status(segment_statuses: list[str], current: str) -> str:
+    """The job status its segments give (see the module docstring), never behind ``current``."""
+    target = Status.POSTPROCESSING_COMPLETE
+    for stage in STAGES.values():
+        if any(POSITION[s] < POSITION[stage.complete] for s in segment_statuses):
+            started = POSITION[current] >= POSITION[stage.running] or any(
+                POSITION[s] >= POSITION[stage.running] for s in segment_statuses)
+            target = stage.running if started else stage.ready
+            break
+    return target if POSITION[target] > POSITION[current] else current
 
 
-class JobInterrupted(Exception):
-    """The job left the running status under a stage (cancelled, or taken over): stop at this boundary."""
+def advance_job(job_id: int) -> Job | None:
+    """Step the job forward to the status its segments give, one status (and one JobEvent) at a time.
+
+    Runs inside the segment change's transaction, with the job row locked, so two segments finishing at once
+    cannot both step it. Returns the job (None where it has ended).
+    """
+    job = Job.objects.select_for_update().get(pk=job_id)
+    if job.status in TERMINAL:
+        return None
+    statuses = list(Segment.objects.filter(job_id=job_id).values_list("status", flat=True))
+    if not statuses or any(s not in POSITION for s in statuses):
+        return job
+    target = derived_status(statuses, job.status)
+    while job.status != target:
+        following = PIPELINE[POSITION[job.status] + 1]
+        job = transition(job_id, job.status, following, message=_job_message(following, len(statuses)))
+    return job
 
 
-def record_progress(job_id: int, running: str, attempt: int, fields: dict[str, Any]) -> Job:
-    """Store progress (and renew the lease) while ``running`` at ``attempt``; else raise JobInterrupted."""
+def _job_message(status: str, segments: int) -> str:
+    of = f"all {segments} segments" if segments > 1 else "the video"
+    for stage in STAGES.values():
+        if status == stage.running:
+            return f"{stage.name} started"
+        if status == stage.complete:
+            return f"{stage.name} done for {of}"
+    return ""
+
+
+def fill_window(job_id: int) -> int:
+    """Dispatch preprocessing for the job's next segments while fewer than ``window`` are in flight
+    (dispatched and not yet postprocessed); returns how many were sent. Call inside a transaction."""
+    job = Job.objects.select_for_update().get(pk=job_id)
+    if job.status in TERMINAL:
+        return 0
+    segments = Segment.objects.filter(job_id=job_id)
+    in_flight = segments.exclude(status=SEGMENT_DONE).exclude(status=Status.ENQUEUE, message_id="").count()
+    free = job.window - in_flight
+    if free <= 0:
+        return 0
+    waiting = list(segments.filter(status=Status.ENQUEUE, message_id="").order_by("index")[:free])
+    for segment in waiting:
+        dispatch_segment(segment, STAGES["preprocess"])
+    return len(waiting)
+
+
+# --- segments ---
+
+
+def _job_of(segment_id: int) -> int:
+    job_id = Segment.objects.filter(pk=segment_id).values_list("job_id", flat=True).first()
+    if job_id is None:  # its job was retried from the start: the segment is gone
+        raise StaleTransition(f"segment {segment_id} no longer exists")
+    return job_id
+
+
+def _lock_job(job_id: int) -> None:
+    """Take the job row's lock first in every transaction that changes a segment, as the job's own
+    transitions do (they update the job, then its segments), so the two can never deadlock."""
+    list(Job.objects.select_for_update().filter(pk=job_id).values_list("pk", flat=True))
+
+_SUMS = ("preprocess_done", "inference_done", "postprocess_done")
+
+
+def _job_totals() -> dict[str, Any]:
+    """Job columns recomputed from its segments: frames done per stage (progress over the whole video) and
+    segments through all three stages."""
+    mine = Segment.objects.filter(job_id=OuterRef("pk")).values("job_id")
+    totals: dict[str, Any] = {name: Coalesce(Subquery(mine.annotate(total=Sum(name)).values("total")), 0)
+                              for name in _SUMS}
+    totals["segments_done"] = Coalesce(Subquery(mine.filter(status=SEGMENT_DONE).annotate(n=Count("pk"))
+                                                .values("n")), 0)
+    return totals
+
+
+def segment_transition(
+    segment_id: int,
+    from_status: str,
+    to_status: str,
+    *,
+    message: str = "",
+    fields: dict[str, Any] | None = None,
+    job_fields: dict[str, Any] | None = None,
+    attempt: int | None = None,
+    lease_owner: str = "",
+    dispatch_delay_ms: int = 0,
+    dispatch_front: bool = False,
+) -> tuple[Segment, Job | None]:
+    """Move a segment or raise; in the same transaction: its JobEvent, the job's totals and ``job_fields``,
+    the next stage's message where it enters a ready status, and the job's derived status (advance_job).
+
+    ``attempt`` fences a stage attempt's own moves: they apply only while the row still carries that number
+    (a stale worker whose lease was taken over cannot move the segment). Entering a running status starts a
+    new attempt: ``attempt + 1``, a fresh heartbeat and ``lease_owner``. Returns (segment, job or None where
+    the job has ended).
+    """
+    if to_status not in SEGMENT_TRANSITIONS[from_status]:
+        raise IllegalTransition(f"segment {segment_id}: {from_status} -> {to_status} is not allowed")
     now = timezone.now()
-    changed = Job.objects.filter(pk=job_id, status=running, attempt=attempt).update(
-        version=F("version") + 1, updated_at=now, heartbeat_at=now, **fields
-    )
-    if changed != 1:
-        raise JobInterrupted(f"job {job_id} is no longer {running} at attempt {attempt}")
+    updates: dict[str, Any] = {"status": to_status, "updated_at": now, **(fields or {})}
+    if to_status in STAGE_BY_RUNNING:
+        updates.update(attempt=F("attempt") + 1, heartbeat_at=now, lease_owner=lease_owner[:200])
+    elif from_status in STAGE_BY_RUNNING:
+        updates.update(heartbeat_at=None, lease_owner="")
+    match: dict[str, Any] = {"pk": segment_id, "status": from_status}
+    if attempt is not None:
+        match["attempt"] = attempt
+    job_id = _job_of(segment_id)
+    with transaction.atomic():
+        _lock_job(job_id)  # always the job row before its segments' (as a job-level transition does)
+        if Segment.objects.filter(**match).update(**updates) != 1:
+            raise StaleTransition(f"segment {segment_id} is not {from_status}"
+                                  + (f" at attempt {attempt}" if attempt else ""))
+        segment = Segment.objects.select_related("job").get(pk=segment_id)
+        job_updates = {**_job_totals(), **(job_fields or {})}
+        if to_status in _COMPLETE:  # busy time per stage, summed over the segments
+            busy: Counter[str] = Counter()
+            for stage_ms in Segment.objects.filter(job_id=job_id).values_list("stage_ms", flat=True):
+                busy.update(stage_ms)
+            job_updates["stage_ms"] = dict(busy)
+        Job.objects.filter(pk=job_id).update(version=F("version") + 1, updated_at=now, **job_updates)
+        JobEvent.objects.create(job_id=segment.job_id, segment=segment.index, from_status=from_status,
+                                to_status=to_status, iteration=segment.iteration, message=message[:2000])
+        job = advance_job(segment.job_id)
+        if job is not None:
+            stage = STAGE_BY_READY.get(to_status)
+            if stage is not None and (to_status != Status.ENQUEUE or from_status in STAGE_BY_RUNNING):
+                dispatch_segment(segment, stage, dispatch_delay_ms, dispatch_front)
+            if to_status == SEGMENT_DONE:
+                fill_window(segment.job_id)
+            pushed = Job.objects.get(pk=segment.job_id)
+            transaction.on_commit(lambda: push_job(pushed))
+            job = pushed
+    return segment, job
+
+
+def record_progress(segment_id: int, running: str, attempt: int, fields: dict[str, Any]) -> Job:
+    """Store a segment's progress (and renew its lease) while ``running`` at ``attempt``; else raise
+    JobInterrupted. Returns the job with its totals over all segments, for the push."""
+    now = timezone.now()
+    try:
+        job_id = _job_of(segment_id)
+    except StaleTransition as exc:
+        raise JobInterrupted(str(exc)) from exc
+    with transaction.atomic():
+        _lock_job(job_id)
+        changed = Segment.objects.filter(pk=segment_id, status=running, attempt=attempt).update(
+            updated_at=now, heartbeat_at=now, **fields)
+        if changed != 1:
+            raise JobInterrupted(f"segment {segment_id} is no longer {running} at attempt {attempt}")
+        Job.objects.filter(pk=job_id).update(version=F("version") + 1, updated_at=now, **_job_totals())
     return Job.objects.get(pk=job_id)
 
 
+def note_work_bytes(segment_id: int, work_bytes: int) -> None:
+    """Record the bytes of frames a segment holds (0 once inferred) and the job's peak over its segments."""
+    job_id = _job_of(segment_id)
+    with transaction.atomic():
+        _lock_job(job_id)
+        Segment.objects.filter(pk=segment_id).update(work_bytes=work_bytes)
+        held = Segment.objects.filter(job_id=job_id).aggregate(total=Sum("work_bytes"))["total"] or 0
+        Job.objects.filter(pk=job_id).update(work_bytes_peak=Greatest(F("work_bytes_peak"), held))

@@ -17,7 +17,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from jobs.lifecycle.services import ActionNotAllowed, TooManyActiveJobs, cancel_job, retry_job, submit_job
 from jobs.lifecycle.uploads import UploadTooLarge
 from jobs.models import Job, Status
-from jobs.serializers import SHAPE_COLUMNS, JobEventSerializer, JobSerializer
+from jobs.serializers import SHAPE_COLUMNS, JobEventSerializer, JobSerializer, SegmentSerializer
 from stages.errors import UnprocessableInput
 from stages.postprocess import ANNOTATED, DETECTIONS_JSON, iter_detection_frames, read_detection_facts
 
@@ -140,10 +140,21 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return ApiError("too_large", f"the file is larger than {settings.GEDGE_MAX_UPLOAD_BYTES} bytes",
                         status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
 
-    @extend_schema(responses=JobEventSerializer(many=True))
+    @extend_schema(parameters=[OpenApiParameter("segments", bool, description="also the segments' own events")],
+                   responses=JobEventSerializer(many=True))
     @action(detail=True, methods=["get"])
     def events(self, request, pk=None):
-        return Response(JobEventSerializer(self.get_object().events.all(), many=True).data)
+        """The job's status changes in order (``segment`` null); with ``?segments=1`` its segments' too."""
+        events = self.get_object().events.all()
+        if request.query_params.get("segments", "").lower() not in ("1", "true", "yes"):
+            events = events.filter(segment__isnull=True)
+        return Response(JobEventSerializer(events, many=True).data)
+
+    @extend_schema(responses=SegmentSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def segments(self, request, pk=None):
+        """The job's segments in order: their frames, status and frames done per stage."""
+        return Response(SegmentSerializer(self.get_object().segments.all(), many=True).data)
 
     @extend_schema(parameters=[OpenApiParameter("start", int), OpenApiParameter("end", int)],
                    responses={200: dict})
