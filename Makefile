@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHARED_MODEL := ../shared/models/yolox_nano.onnx
 PG_CTL := pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start
 
-.PHONY: run test venv lock services lint bench clean
+.PHONY: run test venv scan-venv lock services lint bench clean
 
 # The venv installs the dev lock (runtime + dev extra, hashed), then the project itself without dependencies;
 # a changed lock or pyproject.toml reinstalls. `pip check` fails where pyproject.toml names a runtime
@@ -22,6 +22,18 @@ $(VENV)/.installed: $(DEV_LOCK) pyproject.toml
 
 venv: $(VENV)/.installed
 
+# checkov, the static security scan of the rendered manifests, in a virtualenv of its own (requirements/scan.in
+# says why): tests/test_k8s_manifests.py runs .venv-scan/bin/checkov.
+SCAN_VENV := .venv-scan
+SCAN_LOCK := requirements/scan.txt
+$(SCAN_VENV)/.installed: $(SCAN_LOCK)
+	test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SCAN_VENV)/bin/python -m pip install -q --require-hashes -r $(SCAN_LOCK)
+	touch $@
+
+scan-venv: $(SCAN_VENV)/.installed
+
 # The lock files, compiled by uv from the ranges in pyproject.toml: dev.txt for .venv (any platform, Python
 # 3.11+), cpu.txt and gpu.txt for the two images (Dockerfile: wheels only, their Python and glibc).
 # Existing pins are kept; `make lock UPGRADE=1` upgrades every package within its range,
@@ -32,13 +44,14 @@ UV_COMPILE := $(UV) pip compile --quiet --generate-hashes --custom-compile-comma
 # uv compiles into a copy that replaces the lock only where it differs: an unchanged lock keeps its date, so
 # the next `make test` does not reinstall .venv.
 compile = f=requirements/$(1).txt; cp $$f $$f.new 2>/dev/null; \
-	$(UV_COMPILE) $(2) pyproject.toml -o $$f.new || { rm -f $$f.new; exit 1; }; \
+	$(UV_COMPILE) $(2) $(or $(3),pyproject.toml) -o $$f.new || { rm -f $$f.new; exit 1; }; \
 	if cmp -s $$f.new $$f; then rm $$f.new; echo "$$f: unchanged"; else mv $$f.new $$f; echo "$$f: written"; fi
 
 lock: $(UV)
 	@$(call compile,dev,--universal --python-version 3.11 --extra dev)
 	@$(call compile,cpu,--only-binary :all: --python-version 3.11 --python-platform x86_64-manylinux_2_36 --extra cpu)
 	@$(call compile,gpu,--only-binary :all: --python-version 3.12 --python-platform x86_64-manylinux_2_39 --extra gpu)
+	@$(call compile,scan,--universal --python-version 3.11,requirements/scan.in)
 
 # uv alone (at the dev lock's version), so that `make lock` runs where the lock no longer installs.
 $(UV):
@@ -73,7 +86,7 @@ TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:543
 	GEDGE_MODEL_PATH=$${GEDGE_MODEL_PATH:-$(abspath $(SHARED_MODEL))} GEDGE_DRAMATIQ_NAMESPACE=gedge-test \
 	GEDGE_CHANNELS_PREFIX=gedge-test GEDGE_FAULT_LAB=1
 
-test: venv services
+test: venv scan-venv services
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: browser tests will fail"
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
