@@ -2,18 +2,31 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from .lifecycle.services import ActionNotAllowed, cancel_job, retry_job
-from .models import Job, JobEvent
+from .models import Job, JobEvent, Segment
 
 
-class JobEventInline(admin.TabularInline):
-    model = JobEvent
+class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
-    fields = ["at", "from_status", "to_status", "iteration", "message"]
-    readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class SegmentInline(ReadOnlyInline):
+    model = Segment
+    fields = ["index", "first_frame", "frame_count", "start_s", "status", "iteration", "attempt", "lease_owner",
+              "heartbeat_at", "preprocess_done", "inference_done", "postprocess_done", "work_bytes"]
+    readonly_fields = fields
+
+
+class JobEventInline(ReadOnlyInline):
+    model = JobEvent
+    fields = ["at", "segment", "from_status", "to_status", "iteration", "message"]
+    readonly_fields = fields
 
 
 @admin.register(Job)
@@ -23,7 +36,7 @@ class JobAdmin(admin.ModelAdmin):
     list_filter = ["status", "iteration", "user", "created_at"]
     search_fields = ["id", "original_name", "user__username", "error", "client_token"]
     date_hierarchy = "created_at"
-    inlines = [JobEventInline]
+    inlines = [SegmentInline, JobEventInline]
     actions = ["retry_selected", "cancel_selected"]
     readonly_fields = [f.name for f in Job._meta.fields]
 
