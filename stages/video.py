@@ -31,13 +31,26 @@ ALLOWED_FORMATS = frozenset(
         "m4v",
     }
 )
+# Video decoders that may run on uploads (FFmpeg decoder names): the codecs cameras, phones and encoders
+# produce. Everything else FFmpeg can decode (TIFF, EXR, cinepak, dozens of old game and screen codecs: the
+# rarely used decoders are where its memory-safety bugs are found) is refused before any frame is decoded.
+ALLOWED_CODECS = frozenset(
+    {
+        "h264", "hevc", "av1", "libdav1d", "vp8", "vp9", "mpeg4", "mpeg2video", "mpeg1video", "mjpeg", "h263",
+        "theora", "flv", "wmv1", "wmv2", "wmv3", "vc1", "msmpeg4", "msmpeg4v2", "prores", "dnxhd", "rawvideo",
+    }
+)
+ACCEPTED_CODECS = ("H.264, HEVC, AV1, VP8/VP9, MPEG-1/2/4, Motion JPEG, H.263, Theora, FLV, WMV/VC-1, ProRes, DNxHD, "
+                   "uncompressed")
 # Demuxer options that keep a file from reaching anything but itself. format_whitelist makes FFmpeg refuse
 # any other demuxer right after probing, before its read_header runs: an HLS/DASH playlist, a concat list or
 # an image sequence is refused before it can open a single segment, file or URL. protocol_whitelist limits
-# every open (nested ones inherit it) to local files.
+# every open (nested ones inherit it) to local files. codec_whitelist keeps the decoders FFmpeg opens while
+# probing the streams to the allow-list too (open_video then refuses the stream by its codec).
 _SAFE_OPTIONS = {
     "protocol_whitelist": "file",
     "format_whitelist": ",".join(sorted(ALLOWED_FORMATS)),
+    "codec_whitelist": ",".join(sorted(ALLOWED_CODECS)),
     "safe": "1",
 }
 ACCEPTED_DESCRIPTION = "MP4/MOV, Matroska/WebM, AVI, MPEG-TS, MPEG-PS, FLV, ASF/WMV, Ogg, raw H.264/HEVC/MPEG-4"
@@ -103,6 +116,10 @@ def open_video(path: str | os.PathLike) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise UnprocessableInput("the file has no video stream")
+    codec = container.streams.video[0].codec_context.name
+    if codec not in ALLOWED_CODECS:
+        container.close()
+        raise UnprocessableInput(f"video codec '{codec}' is not accepted ({ACCEPTED_CODECS})")
     return container
 
 

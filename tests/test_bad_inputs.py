@@ -81,6 +81,13 @@ def corpus(http_port: int) -> list[Kind]:
         Kind("garbage inside the media data", lambda d: media.corrupt_middle(good(d / "g.mp4", frames=12),
                                                                              d / "cm.mp4"), "Exit"),
         Kind("MPEG-4 Part 2 in AVI", lambda d: good(d / "m4.avi", codec="mpeg4"), "Exit"),
+        # Decoders off the allow-list (stages/video.py ALLOWED_CODECS) are refused before a frame is decoded.
+        Kind("TIFF frames in MOV", lambda d: good(d / "tiff.mov", codec="tiff", pix_fmt="rgb24"), "400",
+             "codec 'tiff' is not accepted"),
+        Kind("OpenEXR frames in MOV", lambda d: good(d / "exr.mov", codec="exr", pix_fmt="gbrpf32le"), "400",
+             "codec 'exr' is not accepted"),
+        Kind("cinepak in AVI", lambda d: good(d / "cvid.avi", codec="cinepak", pix_fmt="rgb24"), "400",
+             "codec 'cinepak' is not accepted"),
         Kind("name with ../ traversal", lambda d: good(d / "n1.mp4"), "Exit", "", "../../../etc/passwd.mp4"),
         Kind("name with NUL byte", lambda d: good(d / "n2.mp4"), "Exit", "", "evil\x00.sh.mp4"),
         Kind("very long name (1000 chars)", lambda d: good(d / "n3.mp4"), "400", "header size", "v" * 996 + ".mp4"),
