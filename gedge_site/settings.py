@@ -3,6 +3,7 @@
 Without DATABASE_URL and REDIS_URL this is the embedded default: SQLite, Dramatiq's in-process StubBroker
 (worker threads started by `manage.py run_embedded`) and the in-memory channel layer.
 """
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -69,6 +70,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_dramatiq",
+    "axes",  # login throttling (AXES_* below)
 ]
 # The fault run (faultlab/: `manage.py fault_test`) kills workers and restarts Redis and PostgreSQL. It is a
 # test tool: not in the package or the images, and installed only where this is set (`make test` does).
@@ -86,7 +88,22 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "jobs.web.api_errors.ApiErrorMiddleware",  # Django's own 404/500 pages become the API's JSON shape under /api/
+    "axes.middleware.AxesMiddleware",  # last: answers a locked-out login with the lockout page (429)
 ]
+
+# Login throttling (django-axes): after GEDGE_LOGIN_FAILURE_LIMIT failed logins for one user name from one
+# address, that pair is refused (429, templates/registration/locked_out.html) for GEDGE_LOGIN_COOLOFF_S, on
+# every login path (/login/, /admin/login/: both authenticate through the backends below). Attempts are rows
+# in the database (every web replica sees them); a success resets the count. The address is the peer's as
+# Daphne gives it (--proxy-headers: the ingress's X-Forwarded-For). Unlock early: manage.py axes_reset.
+AUTHENTICATION_BACKENDS = ["gedge_site.login_throttle.LoginThrottleBackend",
+                           "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("GEDGE_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("GEDGE_LOGIN_COOLOFF_S", 900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "gedge_site.urls"
 TEMPLATES = [
@@ -244,7 +261,8 @@ LOGGING = {
     "formatters": {"json": {"()": "gedge_site.logjson.JsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": env_str("GEDGE_LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    # axes: lockouts are warnings; its INFO lines (every login's "Deleted 0 failed login attempts") are noise.
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 # --- G-Edge ---
