@@ -186,3 +186,46 @@ def test_playlists_are_refused_before_they_open_anything(tmp_path, listener):
         listener.accept()
     with pytest.raises(UnprocessableInput, match="not a local file"):
         open_video(f"http://127.0.0.1:{port}/a.mp4")
+
+
+def test_uploads_are_probed_in_a_limited_child_without_the_web_s_secrets(api, monkeypatch, tmp_path, redis_clean):
+    import subprocess
+
+    from stages import probe
+
+    seen = []
+    real_run = subprocess.run
+
+    def spy(args, **kwargs):
+        seen.append((args, kwargs))
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(probe.subprocess, "run", spy)
+    response = api.post("/api/jobs/", {"video": io.BytesIO(media.good_video(tmp_path / "ok.mp4").read_bytes())},
+                        format="multipart")
+    assert response.status_code == 201, response.content
+    (args, kwargs), = seen
+    assert args[:5] == [probe.sys.executable, "-E", "-s", "-m", "stages.probe"]
+    assert set(kwargs["env"]) == {"PATH", "LANG"}, "no secret, no database URL in the child"
+    assert "DJANGO_SECRET_KEY" not in str(kwargs["env"]) and kwargs["timeout"] == probe.WALL_SECONDS
+
+    # A child that does not answer in time (a decoder caught in a loop) is a 400, not a hung request.
+    monkeypatch.setattr(probe, "WALL_SECONDS", 0.01)
+    upload = io.BytesIO(media.good_video(tmp_path / "slow.mp4").read_bytes())
+    response = api.post("/api/jobs/", {"video": upload}, format="multipart")
+    assert response.status_code == 400 and "could not be read within" in response.json()["error"]["message"]
+
+
+def test_the_probe_child_limits_itself():
+    import resource
+
+    from stages import probe
+
+    script = ("import resource, stages.probe as p; p._limit_self(); "
+              "print(resource.getrlimit(resource.RLIMIT_AS)[0], resource.getrlimit(resource.RLIMIT_CPU)[0])")
+    import subprocess
+
+    out = subprocess.run([probe.sys.executable, "-c", script], cwd=probe.ROOT, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert [int(v) for v in out] == [probe.MEMORY_BYTES, probe.CPU_SECONDS]
+    assert resource.getrlimit(resource.RLIMIT_AS)[0] != probe.MEMORY_BYTES  # the web process is not limited

@@ -9,7 +9,8 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
 from stages.errors import UnprocessableInput
-from stages.video import VideoInfo, VideoLimits, probe_video
+from stages.probe import probe_isolated
+from stages.video import VideoInfo, VideoLimits
 
 # Probed container -> the extension we store it under (the client's name is only data).
 EXTENSIONS = {
@@ -61,7 +62,7 @@ def store_upload(user_id: int, uploaded: UploadedFile) -> tuple[str, VideoInfo, 
         for chunk in uploaded.chunks():
             fh.write(chunk)
     try:
-        info = probe_video(tmp, video_limits())
+        info = probe_isolated(tmp, video_limits())  # FFmpeg on a stranger's bytes: not in this process
     except BaseException:  # refused or interrupted: leave nothing behind
         tmp.unlink(missing_ok=True)
         raise
