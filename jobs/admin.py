@@ -61,10 +61,10 @@ class JobAdmin(admin.ModelAdmin):
         if refused:
             self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
 
-    @admin.action(description="Retry selected jobs (from the failed stage)")
+    @admin.action(description="Retry selected jobs (from the failed stage)", permissions=["change"])
     def retry_selected(self, request, queryset):
         self._apply(request, queryset, retry_job, "Retried")
 
-    @admin.action(description="Cancel selected jobs")
+    @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel_selected(self, request, queryset):
         self._apply(request, queryset, cancel_job, "Cancelled")

@@ -43,9 +43,10 @@ RUNNING = frozenset({Status.PREPROCESSING, Status.INFERENCING, Status.POSTPROCES
 
 class JobQuerySet(models.QuerySet):
     def visible_to(self, user) -> JobQuerySet:
-        """Staff see every job; everyone else only their own (another user's job answers 404 everywhere)."""
+        """Users with the permission jobs.view_job (a superuser, or given it in admin, by group) see every job;
+        everyone else only their own (another user's job answers 404 everywhere). is_staff alone grants nothing."""
         jobs = self.select_related("user")
-        return jobs if user.is_staff else jobs.filter(user=user)
+        return jobs if user.has_perm("jobs.view_job") else jobs.filter(user=user)
 
 
 class Job(models.Model):

@@ -71,7 +71,13 @@ def other(django_user_model):
 
 @pytest.fixture
 def staff(django_user_model):
-    return _user(django_user_model, "staff", is_staff=True)
+    """An operator: admin access and the permissions to see and change every job (not a superuser)."""
+    from django.contrib.auth.models import Permission
+
+    user = _user(django_user_model, "staff", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="jobs",
+                                                         codename__in=["view_job", "change_job"]))
+    return user
 
 
 def token_for(user) -> str:

@@ -210,3 +210,46 @@ def test_the_process_stays_subscribed_between_sockets(owner, redis_clean):
         assert await sync_to_async(ours)() == kept
 
     async_to_sync(scenario)()
+
+
+def _wait_past_recheck():
+    from jobs.web.consumers import RECHECK_EVERY_S
+
+    time.sleep(RECHECK_EVERY_S + 0.1)
+
+
+@pytest.mark.parametrize("change", ["logout", "deactivated", "lost_view_job"])
+def test_pushes_stop_when_the_session_or_the_permission_goes(owner, other, staff, redis_clean, change):
+    """Permissions are checked again at pushes (at most once a second): a logged-out or deactivated user's socket
+    is closed; one whose user lost jobs.view_job gets only their own jobs from then on."""
+    from django.contrib.auth.models import Permission
+    from django.contrib.sessions.models import Session
+
+    theirs, mine = make_job(other), make_job(staff)
+    communicator = socket(staff)
+
+    async def scenario():
+        await connect(communicator)
+        await sync_to_async(push_job)(theirs)
+        assert (await communicator.receive_json_from(timeout=TIMEOUT))["job"]["id"] == theirs.pk  # sees all
+        if change == "logout":
+            await sync_to_async(Session.objects.all().delete)()
+        elif change == "deactivated":
+            await sync_to_async(type(staff).objects.filter(pk=staff.pk).update)(is_active=False)
+        else:
+            view = await sync_to_async(Permission.objects.get)(codename="view_job")
+            await sync_to_async(staff.user_permissions.remove)(view)
+        await sync_to_async(_wait_past_recheck)()
+        await sync_to_async(push_job)(theirs)
+        if change == "lost_view_job":
+            await sync_to_async(push_job)(mine)
+            update = await communicator.receive_json_from(timeout=TIMEOUT)
+            assert update["job"]["id"] == mine.pk, "another user's job after the permission went"
+            await sync_to_async(push_job)(theirs)
+            assert await communicator.receive_nothing(timeout=1)
+        else:
+            closed = await communicator.receive_output(timeout=TIMEOUT)
+            assert closed == {"type": "websocket.close", "code": 4401}, closed
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()

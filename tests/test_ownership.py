@@ -153,3 +153,22 @@ def test_websocket_shows_and_pushes_only_own_jobs(owner, other, staff):
             await comm.disconnect()
 
     async_to_sync(scenario)()
+
+
+def test_rights_come_from_permissions_not_is_staff(owner, other, django_user_model):
+    """is_staff alone shows nothing of others; jobs.view_job shows every job but changes none of them;
+    jobs.change_job cancels and retries them."""
+    from django.contrib.auth.models import Permission
+
+    theirs = Job.objects.create(user=other, path="uploads/a.mp4", type="mp4/mp4", original_name="a.mp4",
+                                status=Status.INFERENCING)
+    plain_staff = django_user_model.objects.create_user("plainstaff", password="x", is_staff=True)
+    assert api_as(plain_staff).get(f"/api/jobs/{theirs.pk}/").status_code == 404
+    viewer = django_user_model.objects.create_user("viewer", password="x")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_job"))
+    assert api_as(viewer).get(f"/api/jobs/{theirs.pk}/").status_code == 200
+    refused = api_as(viewer).post(f"/api/jobs/{theirs.pk}/cancel/")
+    assert refused.status_code == 403 and "jobs.change_job" in refused.json()["error"]["message"]
+    viewer.user_permissions.add(Permission.objects.get(codename="change_job"))
+    viewer = django_user_model.objects.get(pk=viewer.pk)  # permissions are cached per user object
+    assert api_as(viewer).post(f"/api/jobs/{theirs.pk}/cancel/").json()["status"] == "Cancelled"

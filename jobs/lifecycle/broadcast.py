@@ -1,7 +1,8 @@
 """Push job changes to browsers through the channel layer.
 
 Group sends are at-most-once: the database is the truth, a push is a hint (pages re-read on reconnect).
-Each user has a group; staff also listen to the staff group, which receives every job.
+Each user has a group; the staff group receives every job, and a socket listens to it instead of its user's
+group while its user holds the permission jobs.view_job (jobs/web/consumers.py re-checks that at each push).
 """
 from __future__ import annotations
 

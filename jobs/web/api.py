@@ -69,7 +69,7 @@ class SubmitSerializer(serializers.Serializer):
     OpenApiParameter("status", str, enum=Status.values, description="only jobs in this status"),
 ]))
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Jobs of the signed-in user (staff: everyone's), newest first. Another user's job answers 404."""
+    """Jobs of the signed-in user (with jobs.view_job: everyone's), newest first. Another user's job answers 404."""
 
     serializer_class = JobSerializer
     queryset = Job.objects.none()  # the model, for the schema; get_queryset gives the user's jobs
@@ -186,11 +186,20 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         download = f"job-{pk}-annotated.mp4" if request.query_params.get("download") else None
         return ranged_file_response(request, path, "video/mp4", download)
 
+    def _changeable(self) -> Job:
+        """The job, where this user may change it: their own, or anyone's with the permission jobs.change_job
+        (seeing a job, jobs.view_job, is not enough to cancel or retry it)."""
+        job = self.get_object()
+        if job.user_id != self.request.user.pk and not self.request.user.has_perm("jobs.change_job"):
+            raise ApiError("forbidden", "cancelling or retrying another user's job needs the permission "
+                           "jobs.change_job", status.HTTP_403_FORBIDDEN)
+        return job
+
     @extend_schema(request=None, responses=JobSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         try:
-            job = cancel_job(self.get_object())
+            job = cancel_job(self._changeable())
         except ActionNotAllowed as exc:
             raise ApiError("not_allowed", str(exc), status.HTTP_409_CONFLICT) from None
         return Response(JobSerializer(job).data)
@@ -199,7 +208,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         try:
-            job = retry_job(self.get_object(), by=request.user.username)
+            job = retry_job(self._changeable(), by=request.user.username)
         except ActionNotAllowed as exc:
             raise ApiError("not_allowed", str(exc), status.HTTP_409_CONFLICT) from None
         return Response(JobSerializer(job).data)
