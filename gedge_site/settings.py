@@ -311,6 +311,11 @@ GEDGE_MAX_WIDTH = env_int("GEDGE_MAX_WIDTH", 7680)
 GEDGE_MAX_HEIGHT = env_int("GEDGE_MAX_HEIGHT", 4320)
 GEDGE_MAX_DURATION_S = env_float("GEDGE_MAX_DURATION_S", 4 * 3600)
 GEDGE_MAX_ACTIVE_JOBS_PER_USER = env_int("GEDGE_MAX_ACTIVE_JOBS_PER_USER", 20)
+# Per-user storage (uploads + results of jobs not yet expired; 0: none) and retention (0: keep forever): past
+# GEDGE_RETENTION_DAYS after a job ended its upload and results are deleted and the row is marked expired.
+GEDGE_USER_QUOTA_BYTES = env_int("GEDGE_USER_QUOTA_BYTES", 20 * 1024**3)
+GEDGE_RETENTION_DAYS = env_float("GEDGE_RETENTION_DAYS", 30)
+GEDGE_MAX_FILES_PER_UPLOAD = env_int("GEDGE_MAX_FILES_PER_UPLOAD", 10)  # the HTML form's files per POST
 GEDGE_PROGRESS_INTERVAL_S = env_float("GEDGE_PROGRESS_INTERVAL_S", 0.25)
 GEDGE_ADMIN_USER = env_str("GEDGE_ADMIN_USER", "admin")
 # Worker processes write a marker here once their model is loaded and touch it as a heartbeat; the worker

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from .lifecycle.services import ActionNotAllowed, cancel_job, retry_job
+from .lifecycle.services import ActionNotAllowed, TooManyActiveJobs, cancel_job, retry_job
 from .models import Job, JobEvent, Segment
 
 
@@ -54,7 +54,7 @@ class JobAdmin(admin.ModelAdmin):
             try:
                 action(job, by=request.user.username) if action is retry_job else action(job)
                 done += 1
-            except ActionNotAllowed as exc:
+            except (ActionNotAllowed, TooManyActiveJobs) as exc:
                 refused.append(f"#{job.pk}: {exc}")
         if done:
             self.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)

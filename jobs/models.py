@@ -95,12 +95,15 @@ class Job(models.Model):
     segment_count = models.PositiveIntegerField(default=0, help_text="Segments the video was cut into")
     segments_done = models.PositiveIntegerField(default=0, help_text="Segments through all three stages")
     work_bytes_peak = models.BigIntegerField(default=0, help_text="Most bytes of frames on shared storage at once")
+    result_bytes = models.BigIntegerField(default=0, help_text="Bytes of the result files")
+    expired_at = models.DateTimeField(null=True, blank=True,
+                                      help_text="When the upload and results were deleted (GEDGE_RETENTION_DAYS)")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["user", "-id"])]
+        indexes = [models.Index(fields=["user", "-id"]), models.Index(fields=["ended_at"])]
         constraints = [
             models.UniqueConstraint(fields=["user", "client_token"], condition=~models.Q(client_token=""),
                                     name="unique_client_token_per_user"),

@@ -41,7 +41,7 @@ class JobSerializer(serializers.ModelSerializer):
             "original_name", "size_bytes", "client_token", "width", "height", "fps", "frame_count",
             "duration_s", "progress", "stage_progress", "stage_ms", "duration_ms", "error", "failed_stage",
             "model_name", "model_sha256", "params", "summary", "segment_count", "segments_done", "window",
-            "work_bytes_peak", "version", "created_at", "updated_at",
+            "work_bytes_peak", "result_bytes", "expired_at", "version", "created_at", "updated_at",
         ]
         read_only_fields = fields
 
@@ -59,8 +59,8 @@ SHAPE_COLUMNS = (
     "id", "user__username", "path", "type", "status", "started_at", "ended_at", "iteration", "original_name",
     "size_bytes", "client_token", "width", "height", "fps", "frame_count", "duration_s", "preprocess_done",
     "inference_done", "postprocess_done", "stage_ms", "error", "failed_stage", "model_name", "model_sha256",
-    "params", "summary", "segment_count", "segments_done", "window", "work_bytes_peak", "version", "created_at",
-    "updated_at",
+    "params", "summary", "segment_count", "segments_done", "window", "work_bytes_peak", "result_bytes", "expired_at",
+    "version", "created_at", "updated_at",
 )
 
 

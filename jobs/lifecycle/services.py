@@ -5,21 +5,36 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
 
-from jobs.models import ACTIVE, TERMINAL, Job, Segment, Status
+from jobs.models import ACTIVE, TERMINAL, Job, JobEvent, Segment, Status
 from stages.postprocess import ANNOTATED, DETECTIONS_JSON
 
+from .broadcast import push_job
 from .transitions import StaleTransition, create_job, transition
 from .uploads import clean_original_name, discard_upload, job_type, store_upload
 
 
 class ActionNotAllowed(Exception):
     """Cancel or retry asked of a job in a status that does not allow it."""
+
+
+class QuotaExceeded(Exception):
+    """The upload would take the user past GEDGE_USER_QUOTA_BYTES of stored uploads and results."""
+
+    def __init__(self, used: int, incoming: int, limit: int) -> None:
+        gb = 1024**3
+        super().__init__(f"this upload ({incoming / gb:.2f} GiB) would take your stored videos and results past "
+                         f"your quota of {limit / gb:.2f} GiB ({used / gb:.2f} GiB used); cancel or wait for older "
+                         f"jobs to expire")
+        self.used, self.limit = used, limit
 
 
 class TooManyActiveJobs(Exception):
@@ -61,7 +76,8 @@ def finalize_job(job: Job) -> Job:
     cleanup_work(job)
     summary = read_detection_facts(job.result_dir / DETECTIONS_JSON)["summary"]
     return transition(job.pk, Status.POSTPROCESSING_COMPLETE, Status.EXIT, message="results ready",
-                      fields={"summary": {"detections": summary["detections"], "per_class": summary["per_class"]}})
+                      fields={"summary": {"detections": summary["detections"], "per_class": summary["per_class"]},
+                              "result_bytes": sum(path.stat().st_size for path in results)})
 
 
 def cleanup_work(job: Job) -> None:
@@ -107,12 +123,16 @@ def retry_job(job: Job, by: str = "") -> Job:
     job.refresh_from_db()
     if job.status not in (Status.FAILED, Status.CANCELLED):
         raise ActionNotAllowed(f"a job that is {job.status} cannot be retried")
+    if job.expired_at is not None:
+        raise ActionNotAllowed("this job's upload was deleted when it expired; upload the video again")
     fields: dict[str, Any] = {"iteration": 0, "failed_stage": "", "ended_at": None,
                               "preprocess_done": 0, "inference_done": 0, "postprocess_done": 0, "stage_ms": {},
                               "window": 0, "segment_count": 0, "segments_done": 0, "work_bytes_peak": 0,
                               "summary": {}}
     try:
         with transaction.atomic():
+            _lock_user(job.user)
+            _check_active_cap(job.user)  # a retry makes a job active again: the same cap as an upload
             moved = transition(job.pk, job.status, Status.ENQUEUE, fields=fields,
                                message=f"retry{' by ' + by if by else ''}: planned again from the start")
             Segment.objects.filter(job_id=job.pk).delete()
@@ -127,6 +147,25 @@ def _check_queue_reachable() -> None:
     client = getattr(dramatiq.get_broker(), "client", None)
     if client is not None:
         client.ping()
+
+
+def _lock_user(user) -> None:
+    """One user's submissions and retries take turns here, so two at once cannot both slip under a cap.
+    _meta.model, not type(user): a session user is a SimpleLazyObject, which has no manager."""
+    user._meta.model.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).get()
+
+
+def stored_bytes(user) -> int:
+    """What the user's jobs keep on storage: uploads and results of jobs not yet expired."""
+    totals = Job.objects.filter(user=user, expired_at__isnull=True).aggregate(
+        uploads=Sum("size_bytes"), results=Sum("result_bytes"))
+    return (totals["uploads"] or 0) + (totals["results"] or 0)
+
+
+def _check_quota(user, incoming: int) -> None:
+    limit = settings.GEDGE_USER_QUOTA_BYTES
+    if limit and (used := stored_bytes(user)) + incoming > limit:
+        raise QuotaExceeded(used, incoming, limit)
 
 
 def _check_active_cap(user) -> None:
@@ -145,21 +184,21 @@ def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False)
         if existing is not None:
             return existing, False
     _check_active_cap(user)  # refuse before spending time storing and probing the file
+    _check_quota(user, uploaded.size or 0)
     _check_queue_reachable()
     path, info, size = store_upload(user.pk, uploaded)
     name = clean_original_name(uploaded.name or "")
     try:
         with transaction.atomic():
-            # One user's submissions take turns here, so two at once cannot both slip under the cap.
-            # _meta.model, not type(user): a session user is a SimpleLazyObject, which has no manager.
-            user._meta.model.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).get()
+            _lock_user(user)
             _check_active_cap(user)
+            _check_quota(user, size)
             job = create_job(
                 user=user, path=path, type=job_type(name, info), original_name=name, size_bytes=size,
                 client_token=client_token, width=info.width, height=info.height, fps=info.fps,
                 frame_count=info.frame_count, duration_s=info.duration_s, params={"enhance": enhance},
             )
-    except (TooManyActiveJobs, DatabaseError):  # IntegrityError included; an outage leaves no stray file
+    except (TooManyActiveJobs, QuotaExceeded, DatabaseError):  # IntegrityError included; an outage: no stray file
         discard_upload(path)
         if client_token:  # the same token raced in from a parallel request: that one's job is the answer
             existing = Job.objects.filter(user=user, client_token=client_token).first()
@@ -167,3 +206,28 @@ def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False)
                 return existing, False
         raise
     return job, True
+
+
+def expire_jobs(now=None, limit: int = 200) -> int:
+    """Delete the upload and results of jobs that ended more than GEDGE_RETENTION_DAYS ago; the row stays,
+    marked expired (its facts, events and summary remain). Returns how many expired (at most ``limit`` a call:
+    the reaper calls it every pass)."""
+    days = settings.GEDGE_RETENTION_DAYS
+    if not days:
+        return 0
+    now = now or timezone.now()
+    due = Job.objects.filter(status__in=list(TERMINAL), ended_at__lt=now - timedelta(days=days),
+                             expired_at__isnull=True).order_by("ended_at")[:limit]
+    count = 0
+    for job in due:
+        if not Job.objects.filter(pk=job.pk, expired_at__isnull=True).update(expired_at=now,
+                                                                             version=F("version") + 1):
+            continue
+        job.source_path.unlink(missing_ok=True)
+        shutil.rmtree(job.job_dir, ignore_errors=True)
+        JobEvent.objects.create(job=job, from_status=job.status, to_status=job.status, iteration=job.iteration,
+                                message=f"expired: upload and results deleted after {days:g} days")
+        job.refresh_from_db()
+        push_job(job)
+        count += 1
+    return count

@@ -12,9 +12,16 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import mixins, parsers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 
-from jobs.lifecycle.services import ActionNotAllowed, TooManyActiveJobs, cancel_job, retry_job, submit_job
+from jobs.lifecycle.services import (
+    ActionNotAllowed,
+    QuotaExceeded,
+    TooManyActiveJobs,
+    cancel_job,
+    retry_job,
+    submit_job,
+)
 from jobs.lifecycle.uploads import UploadTooLarge
 from jobs.models import Job, Status
 from jobs.serializers import SHAPE_COLUMNS, JobEventSerializer, JobSerializer, SegmentSerializer
@@ -59,6 +66,22 @@ def with_etag(response: Response, etag: str) -> Response:
     return response
 
 
+class SubmitThrottle(ScopedRateThrottle):
+    """Submissions per user (GEDGE_SUBMIT_RATE), one budget for every path that creates work: the API's
+    create and retry and the HTML upload form (each file counts)."""
+
+    scope = "submit"
+
+    def allow_request(self, request, view) -> bool:
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return SimpleRateThrottle.allow_request(self, request, view)
+
+    def get_cache_key(self, request, view) -> str:
+        ident = request.user.pk if request.user.is_authenticated else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
 class SubmitSerializer(serializers.Serializer):
     video = serializers.FileField()
     client_token = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
@@ -78,7 +101,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     def get_throttles(self):
         # Only submitting costs storage and compute; reading and following jobs stays unthrottled.
-        return [ScopedRateThrottle()] if self.action == "create" else []
+        return [SubmitThrottle()] if self.action in ("create", "retry") else []
 
     def get_queryset(self):
         jobs = Job.objects.visible_to(self.request.user).order_by("-id")
@@ -133,6 +156,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise ApiError("not_a_video", f"not a usable video: {exc}") from None
         except TooManyActiveJobs as exc:
             raise ApiError("too_many_active_jobs", str(exc), status.HTTP_429_TOO_MANY_REQUESTS) from None
+        except QuotaExceeded as exc:
+            raise ApiError("quota_exceeded", str(exc), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE) from None
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @staticmethod
@@ -211,11 +236,16 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             job = retry_job(self._changeable(), by=request.user.username)
         except ActionNotAllowed as exc:
             raise ApiError("not_allowed", str(exc), status.HTTP_409_CONFLICT) from None
+        except TooManyActiveJobs as exc:
+            raise ApiError("too_many_active_jobs", str(exc), status.HTTP_429_TOO_MANY_REQUESTS) from None
         return Response(JobSerializer(job).data)
 
     def _result(self, name: str):
         job = self.get_object()
         path = job.result_dir / name
+        if job.expired_at is not None:
+            raise ApiError("expired", f"the results were deleted on {job.expired_at:%Y-%m-%d}, "
+                           f"{settings.GEDGE_RETENTION_DAYS:g} days after the job ended", status.HTTP_410_GONE)
         if job.status != Status.EXIT or not path.exists():
             raise ApiError("not_ready", f"results are ready when the job reaches Exit (it is {job.status})",
                            status.HTTP_409_CONFLICT)

@@ -14,7 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from jobs.lifecycle.services import TooManyActiveJobs, submit_job
+from jobs.lifecycle.services import QuotaExceeded, TooManyActiveJobs, submit_job
 from jobs.lifecycle.uploads import UploadTooLarge
 from jobs.models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Status
 from jobs.serializers import JobEventSerializer, job_payload
@@ -72,10 +72,21 @@ def upload(request: HttpRequest) -> HttpResponse:
     """GET: the uploader lives on the console. POST: the form's fallback for browsers without scripts."""
     if request.method == "GET":
         return redirect("console")
+    from .api import SubmitThrottle  # the API's submission budget, shared
+
     files = request.FILES.getlist("video")
     if not files:
         messages.error(request, "Choose a video file first.")
+    limit = settings.GEDGE_MAX_FILES_PER_UPLOAD
+    if len(files) > limit:
+        messages.error(request, f"At most {limit} files at a time; the first {limit} were taken.")
+        files = files[:limit]
+    throttle = SubmitThrottle()
     for uploaded in files:
+        if not throttle.allow_request(request, None):
+            messages.error(request, f"{uploaded.name} and the rest: too many uploads; try again in "
+                           f"{math.ceil(throttle.wait() or 1)} s.")
+            break
         try:
             job, _ = submit_job(request.user, uploaded, enhance=bool(request.POST.get("enhance")))
             messages.success(request, f"{job.original_name}: job #{job.pk} queued.")
@@ -83,7 +94,7 @@ def upload(request: HttpRequest) -> HttpResponse:
             messages.error(request, f"{uploaded.name}: not a usable video ({exc}).")
         except UploadTooLarge:
             messages.error(request, f"{uploaded.name}: the file is too large.")
-        except TooManyActiveJobs as exc:
+        except (TooManyActiveJobs, QuotaExceeded) as exc:
             messages.error(request, f"{uploaded.name}: {exc}")
     return redirect("console")
 
@@ -108,18 +119,23 @@ def job_page(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _detections_path(job: Job) -> Path:
     path = job.result_dir / DETECTIONS_JSON
+    if job.expired_at is not None:
+        raise _NotReady(job.status, expired=True)
     if job.status != Status.EXIT or not path.exists():
         raise _NotReady(job.status)
     return path
 
 
 class _NotReady(Exception):
-    def __init__(self, job_status: str) -> None:
-        super().__init__(f"results are ready when the job reaches Exit (it is {job_status})")
+    def __init__(self, job_status: str, expired: bool = False) -> None:
+        self.expired = expired
+        super().__init__(f"the results were deleted after {settings.GEDGE_RETENTION_DAYS:g} days (retention)"
+                         if expired else f"results are ready when the job reaches Exit (it is {job_status})")
 
 
 def _not_ready(exc: _NotReady) -> JsonResponse:
-    return JsonResponse({"error": {"code": "not_ready", "message": str(exc)}}, status=409)
+    code, status = ("expired", 410) if exc.expired else ("not_ready", 409)
+    return JsonResponse({"error": {"code": code, "message": str(exc)}}, status=status)
 
 
 @login_required
