@@ -316,6 +316,9 @@ GEDGE_MAX_ACTIVE_JOBS_PER_USER = env_int("GEDGE_MAX_ACTIVE_JOBS_PER_USER", 20)
 GEDGE_USER_QUOTA_BYTES = env_int("GEDGE_USER_QUOTA_BYTES", 20 * 1024**3)
 GEDGE_RETENTION_DAYS = env_float("GEDGE_RETENTION_DAYS", 30)
 GEDGE_MAX_FILES_PER_UPLOAD = env_int("GEDGE_MAX_FILES_PER_UPLOAD", 10)  # the HTML form's files per POST
+# Resumable uploads (tus): the largest chunk one request may carry, and how long an unfinished upload is kept.
+GEDGE_MAX_CHUNK_BYTES = env_int("GEDGE_MAX_CHUNK_BYTES", 8 * 1024 * 1024)
+GEDGE_UPLOAD_EXPIRY_S = env_float("GEDGE_UPLOAD_EXPIRY_S", 24 * 3600)
 GEDGE_PROGRESS_INTERVAL_S = env_float("GEDGE_PROGRESS_INTERVAL_S", 0.25)
 GEDGE_ADMIN_USER = env_str("GEDGE_ADMIN_USER", "admin")
 # Worker processes write a marker here once their model is loaded and touch it as a heartbeat; the worker

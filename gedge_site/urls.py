@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from jobs.web import views
 from jobs.web.api import JobViewSet
+from jobs.web.tus import UploadDetailView, UploadsView
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
@@ -21,6 +22,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/uploads/", UploadsView.as_view(), name="uploads"),
+    path("api/uploads/<uuid:pk>/", UploadDetailView.as_view(), name="upload-detail"),
     path("api/", include(router.urls)),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),

@@ -6,6 +6,7 @@ Transitions are applied only by jobs.lifecycle.transitions (compare-and-set on `
 """
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from django.conf import settings
@@ -217,3 +218,26 @@ class JobEvent(models.Model):
     def __str__(self) -> str:
         where = f"{self.job_id}" if self.segment is None else f"{self.job_id}/s{self.segment}"
         return f"{where}: {self.from_status or '-'} -> {self.to_status}"
+
+
+class Upload(models.Model):
+    """A resumable upload in progress (the tus protocol, jobs/web/tus.py): the bytes received so far are on
+    shared storage; once ``offset`` reaches ``length`` the file is probed and becomes a job, exactly once."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads")
+    length = models.BigIntegerField()
+    offset = models.BigIntegerField(default=0)
+    filename = models.CharField(max_length=255, blank=True, default="")
+    client_token = models.CharField(max_length=100, blank=True, default="")
+    enhance = models.BooleanField(default=False)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"Upload {self.pk} ({self.offset}/{self.length})"
+
+    @property
+    def path(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / "uploads" / str(self.user_id) / f".tus-{self.pk}.part"

@@ -9,7 +9,8 @@
   and so is a job's lost planning message. A duplicate is harmless: the compare-and-set start lets only one
   message run it. Segments waiting for room in their job's window have no message and are not touched.
 - A job left in Postprocessing_complete (worker died before the parts were joined) is finalised.
-- Jobs that ended more than GEDGE_RETENTION_DAYS ago lose their upload and results (services.expire_jobs).
+- Jobs that ended more than GEDGE_RETENTION_DAYS ago lose their upload and results (services.expire_jobs), and
+  resumable uploads nobody added to for GEDGE_UPLOAD_EXPIRY_S are dropped.
 
 Runs as `python manage.py run_reaper` (a Deployment in Kubernetes) and as a thread inside `make run`.
 """
@@ -25,7 +26,7 @@ from django.utils import timezone
 
 from jobs.models import ACTIVE, Job, Segment, Status
 
-from .services import end_job, expire_jobs, finalize_job
+from .services import drop_stale_uploads, end_job, expire_jobs, finalize_job
 from .transitions import (
     PLAN_ACTOR,
     STAGE_BY_READY,
@@ -59,7 +60,8 @@ def waiting_message_ids(queue_name: str) -> set[str]:
 
 def reap() -> dict[str, int]:
     now = timezone.now()
-    counts = {"expired": 0, "redispatched": 0, "finalized": 0, "failed": 0, "skipped": 0, "retention": 0}
+    counts = {"expired": 0, "redispatched": 0, "finalized": 0, "failed": 0, "skipped": 0, "retention": 0,
+              "stale_uploads": 0}
     ttl = timedelta(seconds=settings.GEDGE_LEASE_TTL_S)
     active = Segment.objects.filter(job__status__in=list(ACTIVE))
     for segment in active.filter(status__in=list(STAGE_BY_RUNNING), heartbeat_at__lt=now - ttl).select_related("job"):
@@ -96,6 +98,7 @@ def reap() -> dict[str, int]:
         except StaleTransition:
             pass
     counts["retention"] = expire_jobs(now)
+    counts["stale_uploads"] = drop_stale_uploads(now)
     return counts
 
 

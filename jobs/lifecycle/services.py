@@ -14,12 +14,13 @@ from django.db import DatabaseError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from jobs.models import ACTIVE, TERMINAL, Job, JobEvent, Segment, Status
+from jobs.models import ACTIVE, TERMINAL, Job, JobEvent, Segment, Status, Upload
+from stages.errors import UnprocessableInput
 from stages.postprocess import ANNOTATED, DETECTIONS_JSON
 
 from .broadcast import push_job
 from .transitions import StaleTransition, create_job, transition
-from .uploads import clean_original_name, discard_upload, job_type, store_upload
+from .uploads import UploadTooLarge, adopt_upload, clean_original_name, discard_upload, job_type, store_upload
 
 
 class ActionNotAllowed(Exception):
@@ -155,16 +156,21 @@ def _lock_user(user) -> None:
     user._meta.model.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).get()
 
 
-def stored_bytes(user) -> int:
-    """What the user's jobs keep on storage: uploads and results of jobs not yet expired."""
+def stored_bytes(user, ignore: Upload | None = None) -> int:
+    """What the user keeps on storage: uploads and results of jobs not yet expired, and the declared length
+    of resumable uploads in progress (reserved when they start)."""
     totals = Job.objects.filter(user=user, expired_at__isnull=True).aggregate(
         uploads=Sum("size_bytes"), results=Sum("result_bytes"))
-    return (totals["uploads"] or 0) + (totals["results"] or 0)
+    pending = Upload.objects.filter(user=user, job__isnull=True)
+    if ignore is not None:
+        pending = pending.exclude(pk=ignore.pk)
+    reserved = pending.aggregate(total=Sum("length"))["total"] or 0
+    return (totals["uploads"] or 0) + (totals["results"] or 0) + reserved
 
 
-def _check_quota(user, incoming: int) -> None:
+def _check_quota(user, incoming: int, ignore: Upload | None = None) -> None:
     limit = settings.GEDGE_USER_QUOTA_BYTES
-    if limit and (used := stored_bytes(user)) + incoming > limit:
+    if limit and (used := stored_bytes(user, ignore)) + incoming > limit:
         raise QuotaExceeded(used, incoming, limit)
 
 
@@ -177,27 +183,33 @@ def _check_active_cap(user) -> None:
 def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False) -> tuple[Job, bool]:
     """Store and probe an upload and create its job; (existing job, False) for a repeated client_token.
 
-    Raises TooManyActiveJobs where the user is at GEDGE_MAX_ACTIVE_JOBS_PER_USER.
+    Raises TooManyActiveJobs where the user is at GEDGE_MAX_ACTIVE_JOBS_PER_USER, QuotaExceeded past
+    GEDGE_USER_QUOTA_BYTES.
     """
-    if client_token:
-        existing = Job.objects.filter(user=user, client_token=client_token).first()
-        if existing is not None:
-            return existing, False
+    if client_token and (existing := Job.objects.filter(user=user, client_token=client_token).first()):
+        return existing, False
     _check_active_cap(user)  # refuse before spending time storing and probing the file
     _check_quota(user, uploaded.size or 0)
     _check_queue_reachable()
     path, info, size = store_upload(user.pk, uploaded)
-    name = clean_original_name(uploaded.name or "")
+    return _create_job(user, path, info, size, clean_original_name(uploaded.name or ""), client_token, enhance)
+
+
+def _create_job(user, path: str, info, size: int, name: str, client_token: str, enhance: bool,
+                upload: Upload | None = None) -> tuple[Job, bool]:
+    """The job of a stored, probed upload (``path`` relative to MEDIA_ROOT), under the user's caps."""
     try:
         with transaction.atomic():
             _lock_user(user)
             _check_active_cap(user)
-            _check_quota(user, size)
+            _check_quota(user, size, ignore=upload)
             job = create_job(
                 user=user, path=path, type=job_type(name, info), original_name=name, size_bytes=size,
                 client_token=client_token, width=info.width, height=info.height, fps=info.fps,
                 frame_count=info.frame_count, duration_s=info.duration_s, params={"enhance": enhance},
             )
+            if upload is not None:
+                Upload.objects.filter(pk=upload.pk).update(job=job)
     except (TooManyActiveJobs, QuotaExceeded, DatabaseError):  # IntegrityError included; an outage: no stray file
         discard_upload(path)
         if client_token:  # the same token raced in from a parallel request: that one's job is the answer
@@ -206,6 +218,91 @@ def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False)
                 return existing, False
         raise
     return job, True
+
+
+# --- resumable uploads (the tus protocol: jobs/web/tus.py) ---
+
+
+class UploadConflict(Exception):
+    """A chunk sent at an offset the upload is not at (tus answers 409 with the offset to resume from)."""
+
+
+def start_upload(user, length: int, filename: str, *, client_token: str = "", enhance: bool = False) -> Upload:
+    """Reserve a resumable upload of ``length`` bytes: its size, the user's caps and quota are checked now,
+    before a byte is sent."""
+    if length <= 0:
+        raise UnprocessableInput("the file is empty")
+    if length > settings.GEDGE_MAX_UPLOAD_BYTES:
+        raise UploadTooLarge()
+    _check_active_cap(user)
+    _check_quota(user, length)
+    _check_queue_reachable()
+    upload = Upload.objects.create(user=user, length=length, filename=clean_original_name(filename),
+                                   client_token=client_token, enhance=enhance)
+    upload.path.parent.mkdir(parents=True, exist_ok=True)
+    upload.path.touch()
+    return upload
+
+
+def append_upload(upload_id, user, offset: int, data: bytes) -> Upload:
+    """Write one chunk at ``offset``; the last one turns the upload into a job (exactly once: the chunk that
+    completes it and the job are one transaction on the upload's row)."""
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().get(pk=upload_id, user=user)
+        if upload.job_id is not None or offset != upload.offset:
+            raise UploadConflict(f"the upload is at byte {upload.offset}, not {offset}")
+        if offset + len(data) > upload.length:
+            raise UnprocessableInput(f"the chunk goes past the declared length of {upload.length} bytes")
+        with open(upload.path, "r+b") as fh:
+            fh.seek(offset)
+            fh.write(data)
+        upload.offset = offset + len(data)
+        Upload.objects.filter(pk=upload.pk).update(offset=upload.offset, updated_at=timezone.now())
+    if upload.offset == upload.length:
+        return _finish_upload(upload)
+    return upload
+
+
+def finish_if_complete(upload: Upload) -> Upload:
+    """An upload whose last chunk arrived but whose job was not made (the web process died in between)
+    becomes its job now: a client that resumes asks for the offset (HEAD) and is answered with the job."""
+    if upload.offset == upload.length and upload.job_id is None:
+        return _finish_upload(upload)
+    return upload
+
+
+def _finish_upload(upload: Upload) -> Upload:
+    if upload.client_token and (existing := Job.objects.filter(user=upload.user,
+                                                                client_token=upload.client_token).first()):
+        Upload.objects.filter(pk=upload.pk).update(job=existing)
+        upload.path.unlink(missing_ok=True)
+        upload.job = existing
+        return upload
+    try:
+        path, info = adopt_upload(upload.user_id, upload.path)
+    except BaseException:
+        upload.delete()  # refused: nothing is left behind (adopt_upload removed the file)
+        raise
+    upload.job, _ = _create_job(upload.user, path, info, upload.length, upload.filename, upload.client_token,
+                                upload.enhance, upload=upload)
+    return upload
+
+
+def delete_upload(upload: Upload) -> None:
+    upload.path.unlink(missing_ok=True)
+    upload.delete()
+
+
+def drop_stale_uploads(now=None) -> int:
+    """Unfinished uploads nobody added to for GEDGE_UPLOAD_EXPIRY_S are deleted (the reaper, every pass)."""
+    now = now or timezone.now()
+    stale = Upload.objects.filter(job__isnull=True,
+                                  updated_at__lt=now - timedelta(seconds=settings.GEDGE_UPLOAD_EXPIRY_S))
+    count = 0
+    for upload in stale[:200]:
+        delete_upload(upload)
+        count += 1
+    return count
 
 
 def expire_jobs(now=None, limit: int = 200) -> int:

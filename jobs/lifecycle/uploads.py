@@ -71,6 +71,21 @@ def store_upload(user_id: int, uploaded: UploadedFile) -> tuple[str, VideoInfo, 
     return str(final.relative_to(settings.MEDIA_ROOT)), info, uploaded.size
 
 
+def adopt_upload(user_id: int, part: Path) -> tuple[str, VideoInfo]:
+    """A completely received resumable upload: probe it and move it under its final name (removed if refused).
+
+    Returns (path relative to MEDIA_ROOT, video facts)."""
+    try:
+        info = probe_isolated(part, video_limits())
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    extension = EXTENSIONS.get(info.format_name, "bin")
+    final = Path(settings.MEDIA_ROOT) / "uploads" / str(user_id) / f"{uuid.uuid4().hex}.{extension}"
+    os.replace(part, final)
+    return str(final.relative_to(settings.MEDIA_ROOT)), info
+
+
 def discard_upload(path: str) -> None:
     """Remove a stored upload (path relative to MEDIA_ROOT) whose job was not created."""
     (Path(settings.MEDIA_ROOT) / path).unlink(missing_ok=True)
