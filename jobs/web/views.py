@@ -52,6 +52,7 @@ def _page_config(request: HttpRequest) -> dict:
         "terminal": sorted(str(s) for s in TERMINAL),
         "active": sorted(str(s) for s in ACTIVE),
         "maxUploadBytes": settings.GEDGE_MAX_UPLOAD_BYTES,
+        "chunkBytes": min(settings.GEDGE_MAX_CHUNK_BYTES, 4 * 1024 * 1024),  # resumable uploads' chunk size
         "staff": request.user.has_perm("jobs.view_job"),  # sees every job (the page shows owners)
         "socketPath": "/ws/jobs/",
     }

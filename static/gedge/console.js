@@ -172,47 +172,56 @@
       this.button.textContent = "Retry"; this.button.hidden = !["network", "server"].includes(code);
     }
     cancelOrRetry() {
-      if (this.xhr) { this.xhr.abort(); return; }
+      if (this.tus) { this.tus.abort(true).catch(() => {}); this.cancelled(); return; } // true: DELETE it too
       if (this.li.dataset.state === "error") { this.error.hidden = true; this.bar.hidden = false; enqueue(this); }
     }
+    cancelled() { this.tus = null; this.state("cancelled", "upload cancelled"); this.bar.hidden = true; this.button.hidden = true; this.done(); }
     start(done) {
-      // Same token on a retry: if the first attempt did reach the server, the API returns that job again.
-      const body = new FormData();
-      body.append("video", this.file);
-      body.append("client_token", this.token);
-      if (this.enhance) body.append("enhance", "true");
-      const xhr = new XMLHttpRequest();
-      this.xhr = xhr;
+      // Resumable (tus, jobs/web/tus.py): chunks of G.config.chunkBytes, retried after a dropped connection, and
+      // resumed after a page reload (the upload's address is kept in localStorage under the file's fingerprint).
+      // The client_token travels in the metadata: whatever happens, the upload becomes one job.
+      this.done = () => { const finish = done; done = () => {}; finish(); };
       this.button.textContent = "Cancel"; this.button.hidden = false;
-      xhr.open("POST", "/api/jobs/");
-      xhr.setRequestHeader("X-CSRFToken", G.csrfToken());
-      xhr.setRequestHeader("Accept", "application/json");
-      xhr.upload.onprogress = (e) => {
-        if (!e.lengthComputable) return;
-        const sent = Math.min(this.file.size, Math.round(this.file.size * e.loaded / e.total)); // body has form overhead
-        this.bar.value = sent;
-        this.state("uploading", `${fmt.bytes(sent)} of ${fmt.bytes(this.file.size)} sent`);
-      };
-      xhr.upload.onload = () => { this.bar.value = this.file.size; this.state("checking", "sent; checking the video…"); };
-      xhr.onload = () => {
-        let body = null;
-        try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON: a proxy's page */ }
-        if (xhr.status === 200 || xhr.status === 201) {
-          apply(body);
-          this.state("done", "");
-          this.status.replaceChildren("queued as ", el("a", { href: `/jobs/${body.id}/`, text: `job #${body.id}` }));
-          this.button.hidden = true;
-        } else if (body && body.error) {
-          this.fail(body.error.code, body.error.message);
-        } else {
-          this.fail(xhr.status === 413 ? "too_large" : "server", `the server answered ${xhr.status}`);
-        }
-      };
-      xhr.onerror = () => this.fail("network", "the connection dropped before the upload finished");
-      xhr.onabort = () => { this.state("cancelled", "upload cancelled"); this.bar.hidden = true; this.button.hidden = true; };
-      xhr.onloadend = () => { this.xhr = null; done(); };
+      const upload = new tus.Upload(this.file, {
+        endpoint: "/api/uploads/",
+        chunkSize: G.config.chunkBytes,
+        retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
+        metadata: { filename: this.file.name, client_token: this.token, enhance: this.enhance ? "true" : "" },
+        headers: { "X-CSRFToken": G.csrfToken(), Accept: "application/json" },
+        removeFingerprintOnSuccess: true,
+        onProgress: (sent) => {
+          this.bar.value = sent;
+          this.state(sent < this.file.size ? "uploading" : "checking",
+            sent < this.file.size ? `${fmt.bytes(sent)} of ${fmt.bytes(this.file.size)} sent` : "sent; checking the video…");
+        },
+        onAfterResponse: (req, res) => { const id = res.getHeader("Gedge-Job-Id"); if (id) this.jobId = id; },
+        onSuccess: () => this.succeeded(),
+        onShouldRetry: (err) => { const s = err.originalResponse ? err.originalResponse.getStatus() : 0; return s === 0 || s >= 500 || s === 409; },
+        onError: (err) => {
+          this.tus = null;
+          const res = err.originalResponse;
+          let body = null;
+          try { body = res && JSON.parse(res.getBody()); } catch (_) { /* not JSON: a proxy's page */ }
+          if (body && body.error) this.fail(body.error.code, body.error.message);
+          else if (!res || res.getStatus() === 0) this.fail("network", "the connection dropped; Retry goes on from where it stopped");
+          else this.fail(res.getStatus() === 413 ? "too_large" : "server", `the server answered ${res.getStatus()}`);
+          this.done();
+        },
+      });
+      this.tus = upload;
       this.state("uploading", "starting…");
-      xhr.send(body);
+      upload.findPreviousUploads().then((previous) => {
+        if (previous.length) { upload.resumeFromPreviousUpload(previous[0]); this.state("uploading", "resuming…"); }
+        upload.start();
+      });
+    }
+    succeeded() {
+      // The job's row itself arrives through the socket (its creation is pushed like every change).
+      this.tus = null;
+      this.state("done", "");
+      this.status.replaceChildren("queued as ", el("a", { href: `/jobs/${this.jobId}/`, text: `job #${this.jobId}` }));
+      this.button.hidden = true;
+      this.done();
     }
   }
 
