@@ -7,6 +7,11 @@ GEDGE_FAULT_LAB=1 (`make test` sets it).
 Runs against the configured PostgreSQL and Redis (production settings). Worker processes are started here
 with the same command as the Pods (`manage.py rundramatiq --queues ...`) and restarted after they die, as
 Kubernetes would; the reaper runs as its own process (`manage.py run_reaper`), as its Deployment does.
+
+Two jobs in three are cut into several segments (their videos have a keyframe every ``keyframe_every``
+frames and the workers cut at GEDGE_SEGMENT_S = ``segment_s``), so kills land between and inside segments of
+one job. Every Exit job's results are checked frame by frame: annotated.mp4 decodes to the input's frame
+count and detections.json holds the indexes 0..N-1 once each (lost and doubled frames).
 Prints figures; `python manage.py fault_test --help` for the knobs.
 """
 from __future__ import annotations
@@ -32,7 +37,7 @@ from django.db.models import Q
 
 from jobs.lifecycle.services import submit_job
 from jobs.lifecycle.transitions import STAGE_BY_RUNNING, STAGES
-from jobs.models import TERMINAL, Job, JobEvent, Status
+from jobs.models import TERMINAL, Job, JobEvent, Segment, Status
 from stages.synthetic import make_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +55,8 @@ class FaultConfig:
     restart_redis_at_s: float | None = 20.0
     restart_postgres_at_s: float | None = 40.0
     poison: bool = True
+    segment_s: float = 0.5  # GEDGE_SEGMENT_S of the workers
+    keyframe_every: int = 15  # frames between keyframes of the multi-segment jobs' videos (0: one segment each)
     lease_ttl_s: float = 6.0
     redispatch_after_s: float = 8.0
     timeout_s: float = 900.0
@@ -58,11 +65,29 @@ class FaultConfig:
     postgres_restart_cmd: str = ""
 
 
+READY_LINE = b"Worker process is ready for action"  # Dramatiq's, once a worker process consumes
+
+
 @dataclass
 class Worker:
     queues: tuple[str, ...]
     proc: subprocess.Popen | None = None
     died_at: float | None = None
+    log: Path | None = None
+    log_offset: int = 0  # where this start's lines begin in the log
+    ready: bool = False
+
+    @property
+    def name(self) -> str:
+        return "worker-" + "-".join(self.queues)
+
+    def is_ready(self) -> bool:
+        """Booted and consuming (its log says so since this start): a worker that may hold work."""
+        if not self.ready and self.log is not None and self.log.exists():
+            with open(self.log, "rb") as fh:
+                fh.seek(self.log_offset)
+                self.ready = READY_LINE in fh.read()
+        return self.ready
 
 
 @dataclass
@@ -73,16 +98,27 @@ class Report:
     stuck: dict[int, str] = field(default_factory=dict)
     duplicate_completions: int = 0
     undecodable: dict[int, str] = field(default_factory=dict)
+    segments: int = 0  # over all jobs
+    multi_segment_jobs: int = 0
+    lost_frames: int = 0  # over all Exit jobs: input frames missing from annotated.mp4 or detections.json
+    doubled_frames: int = 0  # ... and frames there more than once (or out of the input's range)
+    frame_problems: dict[int, str] = field(default_factory=dict)
     kills: int = 0
     worker_crashes: int = 0
     poison_attempts: int = 0  # times the poison job's crashing stage started
     poison_attempts_killed: int = 0  # kills of a worker that held the poison job in that stage
-    recovery_s: list[float] = field(default_factory=list)  # kill -> the stage running again elsewhere
-    takeover_s: list[float] = field(default_factory=list)  # kill -> lease expired and re-dispatched
+    recovery_s: list[float] = field(default_factory=list)  # kill -> the segment's stage running again elsewhere
+    takeover_s: list[float] = field(default_factory=list)  # kill -> the segment's lease expired, re-dispatched
     redis_restarted: bool = False
     postgres_restarted: bool = False
     seconds: float = 0.0
     poison_status: str = ""
+    poison_segment_restarts: int = 0  # restarts of the poison job's segment that gave up
+    interrupted_segments: set[tuple[int, int]] = field(default_factory=set)  # (job id, segment index)
+
+    @property
+    def interrupted_jobs(self) -> set[int]:
+        return {job_id for job_id, _ in self.interrupted_segments}
 
     def as_dict(self) -> dict:
         recovery = sorted(self.recovery_s)
@@ -93,19 +129,27 @@ class Report:
             "failed_reasons": {str(k): v for k, v in self.failed.items()},
             "stuck": len(self.stuck),
             "stuck_jobs": {str(k): v for k, v in self.stuck.items()},
+            "segments": self.segments,
+            "multi_segment_jobs": self.multi_segment_jobs,
             "duplicate_stage_completions": self.duplicate_completions,
             "outputs_that_fail_to_decode": len(self.undecodable),
+            "undecodable_outputs": {str(k): v for k, v in self.undecodable.items()},
+            "lost_frames": self.lost_frames,
+            "doubled_frames": self.doubled_frames,
+            "frame_problems": {str(k): v for k, v in self.frame_problems.items()},
             "workers_sigkilled": self.kills,
             "worker_crashes_by_poison": self.worker_crashes,
             "poison_attempts": self.poison_attempts,
             "poison_attempts_killed": self.poison_attempts_killed,
-            "jobs_interrupted_by_kills": len(recovery),
+            "jobs_interrupted_by_kills": len(self.interrupted_jobs),
+            "segments_interrupted_by_kills": len(self.interrupted_segments),
             "max_recovery_wait_s": round(recovery[-1], 2) if recovery else None,
             "median_recovery_wait_s": round(recovery[len(recovery) // 2], 2) if recovery else None,
             "max_lease_takeover_s": round(max(self.takeover_s), 2) if self.takeover_s else None,
             "redis_restarted": self.redis_restarted,
             "postgres_restarted": self.postgres_restarted,
             "poison_job": self.poison_status,
+            "poison_segment_restarts": self.poison_segment_restarts,
             "seconds": round(self.seconds, 1),
         }
 
@@ -133,7 +177,7 @@ class FaultRun:
         self.workers = [Worker(q) for q in QUEUES] + [Worker(("preprocess", "postprocess"))]
         self.reaper: subprocess.Popen | None = None
         self.report = Report()
-        self.pending_recovery: list[tuple[int, float]] = []  # (job id, kill time)
+        self.pending_recovery: list[tuple[int, int, float]] = []  # (job id, segment index, kill time)
         self.crash_log = log_dir.resolve() / "poison-crashes.log"  # one line per crash, written by the worker
 
     # --- processes ---
@@ -150,6 +194,7 @@ class FaultRun:
             GEDGE_FAULT_CRASH_STAGE=POISON_STAGE,
             GEDGE_FAULT_CRASH_LOG=str(self.crash_log),
             GEDGE_PROGRESS_INTERVAL_S="0.5",
+            GEDGE_SEGMENT_S=str(self.config.segment_s),
             GEDGE_INTRA_OP_THREADS="1",
             DRAMATIQ_NPROCS="1",
             DRAMATIQ_NTHREADS="1",
@@ -165,7 +210,10 @@ class FaultRun:
                                 preexec_fn=_end_with_parent(os.getpid()))
 
     def start_worker(self, worker: Worker) -> None:
-        worker.proc = self._spawn("worker-" + "-".join(worker.queues), ["rundramatiq", "--queues", *worker.queues])
+        worker.log = self.log_dir / f"{worker.name}.log"
+        worker.log_offset = worker.log.stat().st_size if worker.log.exists() else 0
+        worker.ready = False
+        worker.proc = self._spawn(worker.name, ["rundramatiq", "--queues", *worker.queues])
         worker.died_at = None
 
     def supervise(self, now: float) -> None:
@@ -179,16 +227,22 @@ class FaultRun:
             self.reaper = self._spawn("reaper", ["run_reaper", "--interval", "1"])
 
     def kill_random_worker(self, now: float) -> None:
-        alive = [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
+        """SIGKILL a random worker that is up. One still booting holds no work: killing it would test nothing,
+        and on a slow machine (boot takes longer than the interval between kills) no work would ever run."""
+        alive = [w for w in self.workers if w.proc is not None and w.proc.poll() is None and w.is_ready()]
         if not alive:
             return
-        running = _retrying(lambda: list(Job.objects.filter(status__in=list(STAGE_BY_RUNNING))
-                                          .values_list("pk", "lease_owner", "status")))
         worker = self.rng.choice(alive)
         pids = _group_pids(worker.proc.pid)
-        held = [(job_id, status) for job_id, owner, status in running if any(f":{pid}:" in owner for pid in pids)]
-        self.pending_recovery.extend((job_id, now) for job_id, _ in held)
-        self.report.poison_attempts_killed += (self.poison_id, STAGES[POISON_STAGE].running) in held
+        # The segments this worker holds: running, under a lease taken by one of its processes (the lease
+        # owner is host:pid:thread).
+        running = _retrying(lambda: list(Segment.objects.filter(status__in=list(STAGE_BY_RUNNING))
+                                          .values_list("job_id", "index", "lease_owner", "status")))
+        held = [(job_id, index, status) for job_id, index, owner, status in running
+                if any(f":{pid}:" in owner for pid in pids)]
+        self.pending_recovery.extend((job_id, index, now) for job_id, index, _ in held)
+        self.report.poison_attempts_killed += sum(
+            1 for job_id, _, status in held if job_id == self.poison_id and status == STAGES[POISON_STAGE].running)
         os.killpg(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait()
         worker.died_at = now
@@ -240,8 +294,15 @@ class FaultRun:
             for i in range(self.config.jobs):
                 poison = self.config.poison and i == self.config.jobs // 3
                 name = f"{POISON}-{i}.mp4" if poison else f"fault-{i}.mp4"
+                # Two jobs in three have keyframes close enough to be cut into segments; the others have one
+                # keyframe, so one segment. The poison job has two or so (each of its segments crashes its
+                # inference worker, so fewer keep the run short).
+                every = self.config.keyframe_every if i % 3 != 2 else 0
+                if poison:
+                    every = 2 * self.config.keyframe_every
+                options = {"g": str(every), "x264-params": "scenecut=0"} if every else None
                 path = make_video(Path(tmp) / name, width=self.config.size[0], height=self.config.size[1],
-                                  frames=self.config.frames)
+                                  frames=self.config.frames, options=options)
                 upload = SimpleUploadedFile(name, path.read_bytes(), "video/mp4")
                 job, _ = submit_job(user, upload)
                 ids.append(job.pk)
@@ -295,56 +356,98 @@ class FaultRun:
         for job in jobs:
             if job.status == Status.EXIT:
                 self.report.exit += 1
-                problem = _decode_problem(job)
-                if problem:
-                    self.report.undecodable[job.pk] = problem
+                check = check_results(job)
+                if check.undecodable:
+                    self.report.undecodable[job.pk] = check.undecodable
+                self.report.lost_frames += check.lost
+                self.report.doubled_frames += check.doubled
+                if check.problems:
+                    self.report.frame_problems[job.pk] = "; ".join(check.problems)
             elif job.status == Status.FAILED:
                 self.report.failed[job.pk] = job.error
             else:
                 self.report.stuck[job.pk] = job.status
-        # A stage completes when its running status moves on to its complete status (a move back to the
-        # ready status after a lost lease is a retry, not a completion).
-        done = Q(to_status=Status.EXIT)
+        per_job = Counter(Segment.objects.filter(job_id__in=ids).values_list("job_id", flat=True))
+        self.report.segments = sum(per_job.values())
+        self.report.multi_segment_jobs = sum(1 for n in per_job.values() if n > 1)
+        # A segment's stage completes when its running status moves on to its complete status (a move back
+        # to the ready status after a lost lease is a retry, not a completion); a job completes at Exit.
+        done = Q(segment__isnull=True, to_status=Status.EXIT)
         for stage in STAGE_BY_RUNNING.values():
-            done |= Q(from_status=stage.running, to_status=stage.complete)
-        completions = Counter(JobEvent.objects.filter(done, job_id__in=ids).values_list("job_id", "to_status"))
+            done |= Q(segment__isnull=False, from_status=stage.running, to_status=stage.complete)
+        completions = Counter(JobEvent.objects.filter(done, job_id__in=ids)
+                              .values_list("job_id", "segment", "to_status"))
         self.report.duplicate_completions = sum(n - 1 for n in completions.values() if n > 1)
-        for job_id, killed_at in self.pending_recovery:
-            killed_wall = killed_at + wall_offset
-            restart = (JobEvent.objects.filter(job_id=job_id, to_status__in=list(STAGE_BY_RUNNING) + [Status.FAILED])
-                       .order_by("at").values_list("at", flat=True))
-            later = [at.timestamp() for at in restart if at.timestamp() > killed_wall]
-            if later:
-                self.report.recovery_s.append(later[0] - killed_wall)
-            taken_back = (JobEvent.objects.filter(job_id=job_id, message__contains="lease expired",
-                                                  at__gt=datetime.fromtimestamp(killed_wall, UTC))
-                          .order_by("at").values_list("at", flat=True).first())
-            if taken_back is not None:
-                self.report.takeover_s.append(taken_back.timestamp() - killed_wall)
+        for job_id, index, killed_at in self.pending_recovery:
+            self.report.interrupted_segments.add((job_id, index))
+            killed = datetime.fromtimestamp(killed_at + wall_offset, UTC)
+            later = JobEvent.objects.filter(job_id=job_id, at__gt=killed).order_by("at")
+            # Running again elsewhere: the segment's next start of a stage, or its job's end.
+            restart = later.filter(Q(segment=index, to_status__in=list(STAGE_BY_RUNNING))
+                                   | Q(segment__isnull=True, to_status__in=[Status.FAILED, Status.CANCELLED]))
+            first = restart.values_list("at", flat=True).first()
+            if first is not None:
+                self.report.recovery_s.append((first - killed).total_seconds())
+            # Taken over: the reaper found the segment's lease expired (a job-level event where it gave up).
+            taken = later.filter(Q(segment=index) | Q(segment__isnull=True, message__contains=f"of segment {index}:"),
+                                 message__contains="lease expired")
+            first = taken.values_list("at", flat=True).first()
+            if first is not None:
+                self.report.takeover_s.append((first - killed).total_seconds())
         if self.poison_id is not None:
             poison = Job.objects.get(pk=self.poison_id)
-            self.report.poison_status = f"{poison.status} after {poison.iteration} restarts: {poison.error}"
+            restarts = poison.segments.order_by("-iteration").values_list("index", "iteration").first() or (0, 0)
+            self.report.poison_segment_restarts = restarts[1]
+            self.report.poison_status = (f"{poison.status} after {restarts[1]} restarts of segment {restarts[0]} "
+                                         f"({poison.iteration} over its {poison.segment_count} segments): "
+                                         f"{poison.error}")
             self.report.poison_attempts = JobEvent.objects.filter(
-                job_id=self.poison_id, to_status=STAGES[POISON_STAGE].running).count()
+                job_id=self.poison_id, segment__isnull=False, to_status=STAGES[POISON_STAGE].running).count()
         # Counted from the crash record, not from the workers' logs: a worker's last log line goes through
         # Dramatiq's pipe to its parent, and a kill of that parent right after the crash loses it.
         self.report.worker_crashes = (len(self.crash_log.read_text().splitlines())
                                       if self.crash_log.exists() else 0)
 
 
-def _decode_problem(job: Job) -> str:
-    path = job.result_dir / "annotated.mp4"
+@dataclass
+class ResultCheck:
+    lost: int = 0  # input frames missing from the results
+    doubled: int = 0  # frames in the results more than once, or that the input does not have
+    undecodable: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def _decoded_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def check_results(job: Job) -> ResultCheck:
+    """An Exit job's results against its input: annotated.mp4 decodes to as many frames as the uploaded
+    video, and detections.json holds each frame index 0..N-1 exactly once. A frame missing from either is
+    lost, one there twice (or past the input's end) doubled; counted once per frame where both show it."""
+    check = ResultCheck()
+    expected = _decoded_frames(job.source_path)
+    video_lost = video_doubled = 0
     try:
-        with av.open(str(path)) as container:
-            frames = sum(1 for _ in container.decode(video=0))
+        decoded = _decoded_frames(job.result_dir / "annotated.mp4")
     except Exception as exc:  # noqa: BLE001 - any failure to decode is the finding
-        return f"{exc.__class__.__name__}: {exc}"
-    if frames != job.frame_count:
-        return f"{frames} frames decoded, {job.frame_count} expected"
+        check.undecodable = f"{exc.__class__.__name__}: {exc}"
+    else:
+        video_lost, video_doubled = max(0, expected - decoded), max(0, decoded - expected)
+        if decoded != expected:
+            check.problems.append(f"annotated.mp4: {decoded} frames decoded, the input has {expected}")
     doc = json.loads((job.result_dir / "detections.json").read_text())
-    if len(doc["frames"]) != job.frame_count:
-        return "detections.json frame count differs"
-    return ""
+    seen = Counter(frame["index"] for frame in doc["frames"])
+    missing = sum(1 for i in range(expected) if i not in seen)
+    extra = sum(n - 1 if 0 <= i < expected else n for i, n in seen.items())
+    if missing or extra:
+        check.problems.append(f"detections.json: {missing} of the input's {expected} frame indexes missing, "
+                              f"{extra} doubled or out of range")
+    if job.frame_count != expected:
+        check.problems.append(f"the job says {job.frame_count} frames, the input has {expected}")
+    check.lost, check.doubled = max(video_lost, missing), max(video_doubled, extra)
+    return check
 
 
 def _group_pids(pgid: int) -> list[int]:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gedge_site.logjson import JsonFormatter
 from jobs.lifecycle import runner
-from jobs.lifecycle.runner import run_stage
+from jobs.lifecycle.runner import plan_job, run_segment_stage
 from jobs.lifecycle.services import submit_job
 from jobs.models import Status
 from jobs.ops.health import WorkerHealth, marker_path
@@ -89,37 +89,49 @@ def test_healthz_and_readyz(client):
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
+def first_segment(job):
+    plan_job(job.pk)
+    return job.segments.order_by("index").first()
+
+
 @pytest.mark.django_db(transaction=True)
-def test_stage_runs_record_durations_frames_retries_and_failures(owner, tmp_path, redis_clean, monkeypatch):
-    job = upload(owner, tmp_path, frames=5)
+def test_stage_runs_record_durations_frames_retries_and_failures(owner, tmp_path, redis_clean, monkeypatch,
+                                                                  settings):
+    settings.GEDGE_SEGMENT_S = 0.5
+    path = make_video(tmp_path / "two.mp4", frames=30, width=64, height=48, options={"g": "15"})
+    job, _ = submit_job(owner, SimpleUploadedFile("two.mp4", path.read_bytes(), "video/mp4"))
     counts = {stage: sample("gedge_stage_duration_seconds_count", stage=stage) for stage in runner.STAGES}
     frames = sample("gedge_frames_processed_total", stage="inference")
-    for stage in ("preprocess", "inference", "postprocess"):
-        run_stage(stage, job.pk)
+    plan_job(job.pk)
+    segments = list(job.segments.order_by("index"))
+    assert len(segments) == 2
+    for segment in segments:
+        for stage in ("preprocess", "inference", "postprocess"):
+            run_segment_stage(stage, segment.pk)
     job.refresh_from_db()
     assert job.status == Status.EXIT
-    for stage in runner.STAGES:
-        assert sample("gedge_stage_duration_seconds_count", stage=stage) == counts[stage] + 1
-    assert sample("gedge_frames_processed_total", stage="inference") == frames + 5
+    for stage in runner.STAGES:  # one observation per segment and stage
+        assert sample("gedge_stage_duration_seconds_count", stage=stage) == counts[stage] + 2
+    assert sample("gedge_frames_processed_total", stage="inference") == frames + 30
     total_ms = sum(job.stage_ms.values())
     observed = sum(sample("gedge_stage_duration_seconds_sum", stage=s) for s in runner.STAGES)
     assert observed >= total_ms / 1000 * 0.99  # the histogram holds at least this job's stage times
 
     retries = sample("gedge_stage_retries_total", stage="preprocess")
     failures = sample("gedge_stage_failures_total", stage="preprocess")
-    crash = upload(owner, tmp_path)
-    monkeypatch.setitem(runner.STAGE_BODIES, "preprocess", lambda job, progress: 1 / 0)
-    run_stage("preprocess", crash.pk)
+    crash = first_segment(upload(owner, tmp_path))
+    monkeypatch.setitem(runner.STAGE_BODIES, "preprocess", lambda job, segment, progress: 1 / 0)
+    run_segment_stage("preprocess", crash.pk)
     assert sample("gedge_stage_retries_total", stage="preprocess") == retries + 1
 
-    def unusable(job, progress):
+    def unusable(job, segment, progress):
         raise UnprocessableInput("not a video")
 
-    bad = upload(owner, tmp_path)
+    bad = first_segment(upload(owner, tmp_path))
     monkeypatch.setitem(runner.STAGE_BODIES, "preprocess", unusable)
-    run_stage("preprocess", bad.pk)
+    run_segment_stage("preprocess", bad.pk)
     assert sample("gedge_stage_failures_total", stage="preprocess") == failures + 1
-    assert sample("gedge_stage_duration_seconds_count", stage="preprocess") == counts["preprocess"] + 1
+    assert sample("gedge_stage_duration_seconds_count", stage="preprocess") == counts["preprocess"] + 2
 
 
 def fake_worker(queues):

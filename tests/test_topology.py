@@ -171,3 +171,98 @@ def test_pods_as_processes_run_several_jobs_and_report_metrics(owner, media_root
         logged[name] = len(transitions)
     # Which CPU worker takes which message is up to Dramatiq's polling, so one of the two may have had none.
     assert logged["gpu"] and sum(n for name, n in logged.items() if name != "gpu"), logged
+
+
+def segmented_upload(owner, tmp_path, frames: int, every: int):
+    """A job whose video has a keyframe every ``every`` frames (25 fps): cut at 0.5 s, a segment per keyframe."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from jobs.lifecycle.services import submit_job
+
+    path = make_video(tmp_path / "segmented.mp4", frames=frames, options={"g": str(every), "x264-params": "scenecut=0"})
+    job, _ = submit_job(owner, SimpleUploadedFile(path.name, path.read_bytes(), "video/mp4"))
+    return job
+
+
+def wait_for_workers(processes, names: list[str], timeout: float = 120) -> None:
+    """Until each worker's log says its worker process is ready (model loaded, consuming)."""
+    deadline = time.monotonic() + timeout
+    for name in names:
+        log = processes.log_dir / f"{name}.log"
+        while "Worker process is ready for action" not in log.read_text():
+            assert time.monotonic() < deadline, f"{name} never became ready\n{processes.logs()}"
+            time.sleep(0.2)
+
+
+def running_intervals(job, running: str) -> dict[int, tuple[float, float]]:
+    """Per segment: when it entered ``running`` and when it left it, from its segment events (one attempt)."""
+    intervals = {}
+    for index in range(job.segment_count):
+        events = list(job.events.filter(segment=index).order_by("id"))
+        starts = [e for e in events if e.to_status == running]
+        ends = [e for e in events if e.from_status == running]
+        assert len(starts) == len(ends) == 1, [(e.from_status, e.to_status) for e in events]
+        intervals[index] = (starts[0].at.timestamp(), ends[0].at.timestamp())
+    return intervals
+
+
+def test_two_inference_workers_take_segments_of_one_job_at_once(owner, media_root, processes, redis_clean,
+                                                                tmp_path):
+    from jobs.models import Segment
+
+    # Inference sleeps 1 s after each chunk of 32 frames: a segment of 33 frames holds its worker for two
+    # seconds or more, so the next segment goes to the other worker, which is free.
+    env = service_env(media_root, GEDGE_SEGMENT_S="0.5", GEDGE_PROGRESS_INTERVAL_S="0",
+                      GEDGE_FAULT_SLOW_STAGE="inference:1", dramatiq_queue_prefetch="1")
+    processes.worker(["preprocess", "postprocess"], env, name="cpu")
+    processes.worker(["inference"], env, name="inference-1")
+    processes.worker(["inference"], env, name="inference-2")
+    wait_for_workers(processes, ["cpu", "inference-1", "inference-2"])
+    job = segmented_upload(owner, tmp_path, frames=132, every=33)  # four segments of 33 frames
+    owners: dict[int, str] = {}  # who held each segment's inference lease, seen while it ran
+    deadline = time.monotonic() + 240
+    while True:
+        job.refresh_from_db()
+        if job.status in (Status.EXIT, Status.FAILED):
+            break
+        assert time.monotonic() < deadline, f"job stuck in {job.status}\n{processes.logs()}"
+        owners.update(Segment.objects.filter(job=job, status=Status.INFERENCING).values_list("index", "lease_owner"))
+        time.sleep(0.05)
+    assert job.status == Status.EXIT, (job.error, processes.logs())
+    assert job.segment_count == 4 and job.iteration == 0
+    assert sorted(owners) == [0, 1, 2, 3], owners
+    pids = {index: owner.split(":")[1] for index, owner in owners.items()}
+    assert len(set(pids.values())) == 2, "both inference workers took segments of the job"
+    intervals = running_intervals(job, Status.INFERENCING)
+    at_once = [(a, b) for a in intervals for b in intervals if a < b and pids[a] != pids[b]
+               and intervals[a][0] < intervals[b][1] and intervals[b][0] < intervals[a][1]]
+    assert at_once, f"no two segments were inferred at once by different workers: {intervals} {pids}"
+    doc = json.loads((job.result_dir / "detections.json").read_text())
+    assert [f["index"] for f in doc["frames"]] == list(range(132))
+
+
+def test_a_multi_segment_job_through_a_worker_per_queue_passes_the_eight_statuses(owner, media_root, processes,
+                                                                                 redis_clean, tmp_path):
+    import av
+
+    env = service_env(media_root, GEDGE_SEGMENT_S="0.5", GEDGE_SEGMENTS_IN_FLIGHT="2")
+    for queue in ("preprocess", "inference", "postprocess"):
+        processes.worker([queue], env)
+    job = segmented_upload(owner, tmp_path, frames=45, every=15)  # three segments of 15 frames, two at once
+    deadline = time.monotonic() + 240
+    while job.status not in (Status.EXIT, Status.FAILED):
+        assert time.monotonic() < deadline, f"job stuck in {job.status}\n{processes.logs()}"
+        time.sleep(0.1)
+        job.refresh_from_db()
+    assert job.status == Status.EXIT, (job.error, processes.logs())
+    assert job.segment_count == 3 and job.window == 2 and job.segments_done == 3
+    assert list(job.events.filter(segment__isnull=True).values_list("to_status", flat=True)) == list(PIPELINE)
+    for index in range(3):
+        steps = list(job.events.filter(segment=index).values_list("to_status", flat=True))
+        assert steps == list(PIPELINE[1:7]), (index, steps)
+    assert job.preprocess_done == job.inference_done == job.postprocess_done == job.frame_count == 45
+    with av.open(str(job.result_dir / "annotated.mp4")) as video:
+        assert sum(1 for _ in video.decode(video=0)) == 45
+    doc = json.loads((job.result_dir / "detections.json").read_text())
+    assert [f["index"] for f in doc["frames"]] == list(range(45))
+    assert not job.work_dir.exists()

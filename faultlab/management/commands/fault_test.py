@@ -18,6 +18,10 @@ class Command(BaseCommand):
         parser.add_argument("--restart-redis-at", type=float, default=20.0, help="seconds; negative: never")
         parser.add_argument("--restart-postgres-at", type=float, default=40.0, help="seconds; negative: never")
         parser.add_argument("--no-poison", action="store_true")
+        parser.add_argument("--segment-s", type=float, default=0.5,
+                            help="the workers' GEDGE_SEGMENT_S (seconds of video per segment)")
+        parser.add_argument("--keyframe-every", type=int, default=15,
+                            help="frames between keyframes in two videos of three (0: every job one segment)")
         parser.add_argument("--timeout", type=float, default=900.0)
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--logs", default="", help="folder for worker logs (default: a temporary one)")
@@ -33,7 +37,8 @@ class Command(BaseCommand):
             jobs=o["jobs"], frames=o["frames"], kill_every_s=o["kill_every"],
             restart_redis_at_s=o["restart_redis_at"] if o["restart_redis_at"] >= 0 else None,
             restart_postgres_at_s=o["restart_postgres_at"] if o["restart_postgres_at"] >= 0 else None,
-            poison=not o["no_poison"], timeout_s=o["timeout"], seed=o["seed"],
+            poison=not o["no_poison"], segment_s=o["segment_s"], keyframe_every=o["keyframe_every"],
+            timeout_s=o["timeout"], seed=o["seed"],
             redis_restart_cmd=o["redis_restart_cmd"], postgres_restart_cmd=o["postgres_restart_cmd"],
         )
         log_dir = Path(o["logs"] or tempfile.mkdtemp(prefix="gedge-faults-"))
@@ -41,5 +46,6 @@ class Command(BaseCommand):
         report = FaultRun(config, log_dir).run().as_dict()
         self.stdout.write(json.dumps(report, indent=2) + "\n")
         self.stdout.write(f"worker logs: {log_dir}\n")
-        if report["stuck"] or report["duplicate_stage_completions"] or report["outputs_that_fail_to_decode"]:
+        if (report["stuck"] or report["duplicate_stage_completions"] or report["outputs_that_fail_to_decode"]
+                or report["lost_frames"] or report["doubled_frames"]):
             raise CommandError("faults lost or duplicated work: see the figures above")
