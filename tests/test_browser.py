@@ -2,7 +2,7 @@
 (pushes travel worker -> Redis channel layer -> web -> socket, as in production).
 
 Screenshots land in screenshots/ (git-ignored): upload.png, console-mid-job.png, console-reconnecting.png,
-job.png, console-phone.png.
+job.png, console-phone.png, job-segments.png.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from django.db import connections
 from jobs.models import PIPELINE, Job, JobEvent, Status
 
 from .conftest import PASSWORD, ROOT, STREET, free_port, service_env
+from .helpers_media import street_with_keyframes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -54,9 +55,19 @@ RECORDER = """
 
 @pytest.fixture
 def live(media_root, processes, redis_clean, monkeypatch):
+    yield from _live(media_root, processes, monkeypatch)
+
+
+@pytest.fixture
+def live_segmented(media_root, processes, redis_clean, monkeypatch):
+    """The same stack with segments of half a second: a clip with a keyframe every 15 frames is cut in 6."""
+    yield from _live(media_root, processes, monkeypatch, GEDGE_SEGMENT_S=0.5)
+
+
+def _live(media_root, processes, monkeypatch, **env_extra):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (make test installs it)")
-    env = service_env(media_root, GEDGE_MAX_UPLOAD_BYTES=MAX_UPLOAD, GEDGE_PROGRESS_INTERVAL_S=0.25)
+    env = service_env(media_root, GEDGE_MAX_UPLOAD_BYTES=MAX_UPLOAD, GEDGE_PROGRESS_INTERVAL_S=0.25, **env_extra)
     processes.worker(["preprocess", "postprocess"], env, name="worker-cpu")
     processes.worker(["inference"], env, name="worker-gpu")
     port = free_port()
@@ -262,11 +273,12 @@ def test_upload_watch_live_and_open_the_result(live, owner, other, tmp_path):
     expect(owner_page.locator("#job-error")).to_contain_text("changed while the page was disconnected")
     expect(owner_page.locator("#cancel-btn")).to_be_hidden()
     owner_page.locator("#retry-btn").click()
-    # The upload is gone, so preprocessing fails again; the page shows each step as it happens.
+    # The upload is gone, so it fails again, in planning (the start of preprocessing: cutting the video into
+    # segments) at the latest; the page shows each step as it happens.
     expect(owner_page.locator("#job-status")).to_have_text("Failed", timeout=60_000)
     owner_page.wait_for_function("""() => {
         const rows = [...document.querySelectorAll('#events tbody tr')].map(r => r.cells[2].textContent);
-        return rows.length >= 4 && rows[1] === 'Enqueue' && rows[2] === 'Preprocessing' && rows.at(-1) === 'Failed'
+        return rows.length >= 3 && rows[1] === 'Enqueue' && rows.at(-1) === 'Failed'
           && document.getElementById('job-status').textContent === 'Failed'; }""", timeout=60_000)
     expect(owner_page.locator("#job-error")).to_be_visible()
     expect(owner_page.locator("#retry-btn")).to_be_visible()
@@ -296,3 +308,114 @@ def test_upload_watch_live_and_open_the_result(live, owner, other, tmp_path):
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "sideways scrolling"
     phone.screenshot(path=str(SHOTS / "console-phone.png"), full_page=True)
 
+
+
+# Runs in the job page before its scripts: records, per page load, each segment cell's phase as drawn and
+# when /segments/ was read, in sessionStorage (it outlives the reload at Exit), so the test tells the live
+# strips from the re-rendered ones.
+SEGMENT_RECORDER = """
+(() => {
+  if (!location.pathname.startsWith("/jobs/")) return;
+  const loads = JSON.parse(sessionStorage.getItem("gedgeSegLoads") || "[]");
+  const mine = { phases: {}, reads: [] };
+  loads.push(mine);
+  const save = () => sessionStorage.setItem("gedgeSegLoads", JSON.stringify(loads));
+  const fetch = window.fetch;
+  window.fetch = function (url, ...rest) {
+    if (String(url).endsWith("/segments/")) { mine.reads.push(performance.now()); save(); }
+    return fetch.call(this, url, ...rest);
+  };
+  const record = () => {
+    let changed = false;
+    for (const li of document.querySelectorAll("#segments li.seg")) {
+      const list = mine.phases[li.dataset.index] || (mine.phases[li.dataset.index] = []);
+      const phase = li.dataset.phase;
+      if (phase && list[list.length - 1] !== phase) { list.push(phase); changed = true; }
+    }
+    if (changed) save();
+  };
+  save();
+  new MutationObserver(record).observe(document, { subtree: true, childList: true, attributes: true,
+    attributeFilter: ["data-phase"] });
+})();
+"""
+
+
+def test_segments_move_through_the_stages_live_on_the_job_page(live_segmented, owner, tmp_path):
+    from playwright.sync_api import expect
+
+    live = live_segmented
+    video = street_with_keyframes(tmp_path / "keyframes.mp4", every=15)  # 84 frames: 5 x 15 + 9
+    console = log_in(live.browser, live.url, owner, viewport={"width": 1280, "height": 900})
+    console.context.add_init_script(SEGMENT_RECORDER)
+    console.set_input_files("#upload-input", [str(video)])
+    item = console.locator("#upload-list li.upload")
+    expect(item).to_have_attribute("data-state", "done", timeout=60_000)
+    job_id = int(re.fullmatch(r"job #(\d+)", item.get_by_role("link").inner_text()).group(1))
+
+    # The job page, opened while the job runs; the console stays open beside it.
+    page = console.context.new_page()
+    page.goto(f"{live.url}/jobs/{job_id}/")
+    cells = page.locator("#segments li.seg")
+    expect(cells).to_have_count(6, timeout=TIMEOUT_MS)  # drawn live once the job is cut
+    expect(page.locator("#segments-empty")).to_be_hidden()
+    # Each cell says what it holds, for the pointer (title) and for a screen reader (its text).
+    first = cells.first
+    expect(first).to_have_attribute("title", re.compile(r"^Segment 0: frames 0–14 \(15\) from 0\.00 s · \w+"))
+    expect(first.locator(".sr-only")).to_have_text(first.get_attribute("title"))
+    expect(cells.nth(5)).to_have_attribute("title", re.compile(r"^Segment 5: frames 75–83 \(9\) from 2\.50 s"))
+    page.screenshot(path=str(SHOTS / "job-segments-running.png"), full_page=True)
+    expect(page.locator("#results")).to_be_visible(timeout=TIMEOUT_MS)  # Exit: the page reloaded with results
+    expect(page.locator("#job-status")).to_have_text("Exit")
+
+    loads = page.evaluate("JSON.parse(sessionStorage.getItem('gedgeSegLoads'))")
+    assert len(loads) == 2, loads  # the page as opened, and once more at Exit for the results
+    before = loads[0]["phases"]
+    assert sorted(before, key=int) == [str(i) for i in range(6)], before
+    assert all(phases[-1] == "done" for phases in before.values()), f"not all done live: {before}"
+    assert any(phases[0] != "done" for phases in before.values()), f"nothing was seen moving: {before}"
+    assert any("running" in phases for phases in before.values()), before
+    after = loads[1]["phases"]
+    assert len(after) == 6 and all(phases == ["done"] for phases in after.values()), after
+    # /segments/ is read on pushes, at most once a second (the last read, at Exit, comes at once), and not
+    # at all by the page rendered after the job ended.
+    reads = loads[0]["reads"]
+    assert len(reads) >= 2, loads[0]
+    gaps = [b - a for a, b in zip(reads, reads[1:-1], strict=False)]
+    assert all(gap >= 950 for gap in gaps), gaps
+    assert loads[1]["reads"] == []
+    expect(page.locator("#segments li.seg[data-phase=done]")).to_have_count(6)
+    expect(page.locator('#segments .seg-bar[data-state="full"]')).to_have_count(18)
+    expect(page.locator("#segments-summary")).to_have_text("6 in all · 6 done")
+    expect(page.locator("#job-segments")).to_have_text("6/6 done")
+
+    # History: the job's own eight statuses; the segments' events behind their toggle, collapsed.
+    job = Job.objects.get(pk=job_id)
+    assert job.segment_count == 6 and job.segments_done == 6 and job.status == Status.EXIT
+    expect(page.locator("#events tbody tr")).to_have_count(len(PIPELINE))
+    assert page.locator("#events tbody tr").evaluate_all(
+        "rows => rows.map(r => r.cells[2].textContent)") == list(PIPELINE)
+    expect(page.locator("#job-timeline li.done")).to_have_count(len(PIPELINE))
+    segment_events = JobEvent.objects.filter(job=job, segment__isnull=False).count()
+    assert segment_events >= 6 * 6
+    toggle = page.locator("#segment-events-box")
+    expect(toggle.locator("summary")).to_have_text(f"Segment events ({segment_events})")
+    expect(page.locator("#segment-events")).to_be_hidden()
+    toggle.locator("summary").click()
+    expect(page.locator("#segment-events tbody tr")).to_have_count(segment_events)
+    toggle.locator("summary").click()
+    for stage in ("preprocess", "inference", "postprocess"):
+        expect(page.locator(f'#job-stage-bars [data-stage="{stage}"] .n')).to_have_text("84 / 84 frames")
+    page.screenshot(path=str(SHOTS / "job-segments.png"), full_page=True)
+    page.screenshot(path="/tmp/job-segments.png", full_page=True)
+
+    # The console followed the same job: its segments and each stage's frames over the whole video.
+    row = console.locator(f'#job-rows tr[data-job="{job_id}"]')
+    expect(row.locator(".badge")).to_have_text("Exit", timeout=TIMEOUT_MS)
+    expect(row.locator(".seg-count")).to_have_text("6/6 segments")
+    expect(row.locator(".stage")).to_have_text("done · 84 frames")
+    assert row.locator(".stage-bars progress").evaluate_all("bars => bars.map(b => b.value)") == [1, 1, 1]
+    assert seen_statuses(console, job_id) == list(PIPELINE)
+    row.locator("details.timeline summary").click()
+    expect(row.locator(".timeline-table tr")).to_have_count(len(PIPELINE))
+    console.screenshot(path=str(SHOTS / "console-segments.png"))

@@ -9,7 +9,7 @@ import re
 import pytest
 from django.utils import timezone
 
-from jobs.models import PIPELINE, Job, JobEvent, Status
+from jobs.models import PIPELINE, Job, JobEvent, Segment, Status
 
 from .conftest import PASSWORD, content_of
 
@@ -126,6 +126,7 @@ def test_job_page_shows_results_totals_and_downloads(client, owner):
     assert totals == [("person", "3"), ("car", "1"), ("dog", "1")]  # most first
     assert re.search(r'id="cancel-btn"[^>]*hidden', html) and re.search(r'id="retry-btn"[^>]*hidden', html)
     assert len(re.findall(r"<td>(Enqueue|Exit)</td>", html)) >= 2  # the event history
+    assert re.search(r'<p id="segments-empty" class="muted">This job has no segments.</p>', html)
 
 
 def test_failed_job_page_shows_the_error_and_offers_retry(client, owner):
@@ -146,6 +147,77 @@ def test_running_job_page_offers_cancel(client, owner):
     assert not re.search(r'id="cancel-btn"[^>]*hidden', html) and re.search(r'id="retry-btn"[^>]*hidden', html)
     chart = client.get(f"/jobs/{job.pk}/chart.json")
     assert chart.status_code == 409 and chart.json()["error"]["code"] == "not_ready"
+
+
+def segmented_job(user) -> Job:
+    """A job in Inferencing cut into 3 segments of 10 frames: the first through all stages, the second being
+    inferred, the third preprocessed; each segment's moves are events with ``segment`` set."""
+    job = Job.objects.create(user=user, path="uploads/s.mp4", type="mp4/mp4", status=Status.INFERENCING,
+                             original_name="long.mp4", frame_count=30, fps=10, width=64, height=48,
+                             preprocess_done=30, inference_done=15, postprocess_done=10, segment_count=3,
+                             segments_done=1, window=2, started_at=timezone.now())
+    previous = ""
+    for status in PIPELINE[:4]:
+        JobEvent.objects.create(job=job, from_status=previous, to_status=status, message=f"job {status}")
+        previous = status
+    for index, (status, done) in enumerate([(Status.POSTPROCESSING_COMPLETE, (10, 10, 10)),
+                                            (Status.INFERENCING, (10, 5, 0)),
+                                            (Status.PREPROCESSING_COMPLETE, (10, 0, 0))]):
+        Segment.objects.create(job=job, index=index, first_frame=10 * index, frame_count=10, start_pts=index,
+                               start_s=index, time_base="1/10", status=status, preprocess_done=done[0],
+                               inference_done=done[1], postprocess_done=done[2])
+        previous = ""
+        for reached in PIPELINE[:PIPELINE.index(status) + 1]:
+            JobEvent.objects.create(job=job, segment=index, from_status=previous, to_status=reached,
+                                    message=f"segment {index} {reached}")
+            previous = reached
+    return job
+
+
+def test_job_page_lists_segments_and_keeps_their_events_apart(client, owner):
+    job = segmented_job(owner)
+    page = login(client, owner).get(f"/jobs/{job.pk}/")
+    html = page.content.decode()
+    initial = embedded(page, "gedge-initial")
+    # The segments, in order, for the strip the script draws (no request needed on load).
+    assert [(s["index"], s["first_frame"], s["frame_count"], s["status"]) for s in initial["segments"]] == [
+        (0, 0, 10, "Postprocessing_complete"), (1, 10, 10, "Inferencing"), (2, 20, 10, "Preprocessing_complete")]
+    assert initial["segments"][1]["inference_done"] == 5 and "start_s" in initial["segments"][0]
+    assert initial["job"]["segment_count"] == 3 and initial["job"]["segments_done"] == 1
+    assert 'id="segments"' in html and re.search(r'id="segments-empty"[^>]*hidden', html)
+    assert re.search(r'<div id="job-segments">1/3 done</div>', html)
+    # The history table holds the job's own four changes; the segments' 6 + 4 + 3 sit in a collapsed list.
+    history = re.search(r'<table id="events".*?</table>', html, re.S).group(0)
+    assert re.findall(r"<td>job (\w+)</td>", history) == list(PIPELINE[:4])
+    assert "segment 0" not in history
+    box = re.search(r'<details id="segment-events-box"[^>]*>(.*?)</details>', html, re.S)
+    assert box and " open" not in box.group(0).split(">")[0]  # collapsed
+    assert len(re.findall(r"<td>segment \d \w+</td>", box.group(1))) == 7 + 4 + 3
+    assert 'Segment events<span id="segment-event-count"> (14)</span>' in box.group(1)
+    # The script gets both, apart: the stepper reads the job's own (segment null).
+    assert [e["segment"] for e in initial["timelines"][str(job.pk)]] == [None] * 4
+    assert [e["segment"] for e in initial["segmentEvents"]] == [0] * 7 + [1] * 4 + [2] * 3
+
+
+def test_job_page_before_planning_says_segments_come_later(client, owner):
+    job = Job.objects.create(user=owner, path="uploads/q.mp4", type="mp4/mp4", status=Status.ENQUEUE)
+    JobEvent.objects.create(job=job, from_status="", to_status=Status.ENQUEUE)
+    page = login(client, owner).get(f"/jobs/{job.pk}/")
+    html = page.content.decode()
+    assert embedded(page, "gedge-initial")["segments"] == []
+    assert re.search(r'<p id="segments-empty" class="muted">The video is cut into segments when', html)
+    assert re.search(r'id="segment-events-box"[^>]*hidden', html)
+    assert embedded(page, "gedge-initial")["segmentEvents"] == []
+
+
+def test_console_timelines_hold_only_the_jobs_own_events(client, owner):
+    job = segmented_job(owner)
+    initial = embedded(login(client, owner).get("/"), "gedge-initial")
+    timeline = initial["timelines"][str(job.pk)]
+    assert [e["to_status"] for e in timeline] == list(PIPELINE[:4]) and all(e["segment"] is None for e in timeline)
+    shown = initial["jobs"][0]
+    assert (shown["segment_count"], shown["segments_done"]) == (3, 1)
+    assert shown["stage_progress"] == {"preprocess": 30, "inference": 15, "postprocess": 10}
 
 
 def test_detections_csv_has_one_row_per_box(client, owner, other):

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from jobs.lifecycle.services import QuotaExceeded, TooManyActiveJobs, submit_job
 from jobs.lifecycle.uploads import UploadTooLarge
 from jobs.models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Status
-from jobs.serializers import JobEventSerializer, job_payload
+from jobs.serializers import JobEventSerializer, SegmentSerializer, job_payload
 from stages.errors import UnprocessableInput
 from stages.postprocess import DETECTIONS_JSON, iter_detection_frames
 
@@ -39,8 +39,9 @@ def _visible_job(request: HttpRequest, pk: int) -> Job:
 
 
 def _timelines(job_ids: list[int]) -> dict[int, list[dict]]:
+    """The jobs' own status changes (the console's stepper and timeline), without their segments' events."""
     timelines: dict[int, list[dict]] = {job_id: [] for job_id in job_ids}
-    for event in JobEvent.objects.filter(job_id__in=job_ids).order_by("id"):
+    for event in JobEvent.objects.filter(job_id__in=job_ids, segment__isnull=True).order_by("id"):
         timelines[event.job_id].append(JobEventSerializer(event).data)
     return timelines
 
@@ -103,16 +104,23 @@ def upload(request: HttpRequest) -> HttpResponse:
 @login_required
 def job_page(request: HttpRequest, pk: int) -> HttpResponse:
     job = _visible_job(request, pk)
-    events = list(job.events.all())
+    # The job's own status changes are the history; its segments' (many for a long video) are listed apart.
+    job_events, segment_events = [], []
+    for event in job.events.all():
+        (job_events if event.segment is None else segment_events).append(event)
+    segments = SegmentSerializer(job.segments.all(), many=True).data
     per_class = sorted((job.summary or {}).get("per_class", {}).items(), key=lambda item: (-item[1], item[0]))
     context = {
         "job": job,
-        "events": events,
+        "job_events": job_events,
+        "segment_events": segment_events,
         "per_class": per_class,
         "results_ready": job.status == Status.EXIT and (job.result_dir / DETECTIONS_JSON).exists(),
         "can_cancel": job.status not in TERMINAL,
         "can_retry": job.status in (Status.FAILED, Status.CANCELLED),
-        "initial": {"job": job_payload(job), "timelines": {job.pk: [JobEventSerializer(e).data for e in events]}},
+        "initial": {"job": job_payload(job), "segments": segments,
+                    "timelines": {job.pk: JobEventSerializer(job_events, many=True).data},
+                    "segmentEvents": JobEventSerializer(segment_events, many=True).data},
         "config": _page_config(request),
     }
     return render(request, "jobs/job.html", context)

@@ -68,6 +68,38 @@
     return `${stage} · ${done} / ${total || "?"} frames`;
   }
 
+  // Frames done per stage over the whole video (the job's counters sum its segments, whose stages overlap):
+  // three thin bars, built once and filled in place. With labels (the job page) each bar has its figures.
+  const STAGES = ["preprocess", "inference", "postprocess"];
+
+  function stageBars(labelled) {
+    return el("div", { class: `stage-bars${labelled ? " labelled" : ""}`, role: "group", "aria-label": "frames done per stage" },
+      ...STAGES.map((stage) => el("div", { class: "stage-bar", "data-stage": stage },
+        labelled ? el("small", {}, el("span", { text: stage }), " ", el("span", { class: "n muted" })) : null,
+        el("progress", { max: 1, value: 0 }))));
+  }
+
+  function fillStageBars(node, job) {
+    const total = job.frame_count || 0;
+    for (const stage of STAGES) {
+      const done = Math.min((job.stage_progress || {})[stage] || 0, total || Infinity);
+      const item = node.querySelector(`[data-stage="${stage}"]`);
+      const bar = item.querySelector("progress");
+      const text = `${done} / ${total || "?"} frames`;
+      bar.value = total ? done / total : (job.status === "Exit" ? 1 : 0);
+      bar.setAttribute("aria-label", `${stage}: ${text}`);
+      item.title = `${stage}: ${text}`;
+      const n = item.querySelector(".n");
+      if (n && n.textContent !== text) n.textContent = text;
+    }
+  }
+
+  // "k/n segments" (k through all three stages), only for a job cut into more than one.
+  function segmentsText(job) {
+    const n = job.segment_count || 0;
+    return n > 1 ? `${job.segments_done || 0}/${n} segments` : "";
+  }
+
   // Elapsed time of a job: fixed once it ended, still growing while it runs.
   function durationMs(job, now) {
     if (!job.started_at) return null;
@@ -88,9 +120,13 @@
 
   // --- timelines: when each of the eight statuses was reached, from the job's events (JobEvent rows) ---
 
+  // /events/ holds the job's own status changes (segment null) and its segments' (segment = index): the
+  // job's stepper and timeline read only the former.
+  function jobEvents(events) { return events.filter((e) => e.segment == null); }
+
   function reachedAt(events) {
     const at = {};
-    for (const e of events) at[e.to_status] = e.at; // a retried stage shows its latest attempt
+    for (const e of jobEvents(events)) at[e.to_status] = e.at; // a retried stage shows its latest attempt
     return at;
   }
 
@@ -124,8 +160,9 @@
     return body;
   }
 
-  async function fetchEvents(jobId) {
-    const body = await fetchJSON(`/api/jobs/${jobId}/events/`);
+  // The job's own status changes; with segments, its segments' too (``segment`` set).
+  async function fetchEvents(jobId, { segments = false } = {}) {
+    const body = await fetchJSON(`/api/jobs/${jobId}/events/${segments ? "?segments=1" : ""}`);
     return Array.isArray(body) ? body : body.results; // plain or paginated list
   }
 
@@ -147,7 +184,8 @@
         this.busy.delete(job.id);
         this.events.set(job.id, events);
         // The events may already be ahead of the push that asked for them; that push will then match.
-        this.builtFor.set(job.id, events.length ? events[events.length - 1].to_status : wanted);
+        const own = jobEvents(events);
+        this.builtFor.set(job.id, own.length ? own[own.length - 1].to_status : wanted);
         this.onChange(job.id);
         const now = this.latest(job.id);
         if (now && now.status !== wanted) this.refresh(now); // it moved on while we were reading
@@ -192,6 +230,7 @@
     open();
   }
 
-  window.Gedge = { config, PIPELINE, TERMINAL, csrfToken, el, fmt, stageText, durationMs, VersionStore,
-    TimelineCache, renderStepper, reachedAt, fetchJSON, fetchEvents, connectJobs };
+  window.Gedge = { config, PIPELINE, TERMINAL, STAGES, csrfToken, el, fmt, stageText, stageBars, fillStageBars,
+    segmentsText, durationMs, VersionStore, TimelineCache, renderStepper, reachedAt, jobEvents, fetchJSON, fetchEvents,
+    connectJobs };
 })();

@@ -26,7 +26,8 @@
     tr.append(
       cell("status", "Status", el("span", { class: "badge" }),
         el("details", { class: "timeline" }, el("summary", {}, stepper), el("table", { class: "timeline-table" }, el("tbody")))),
-      cell("progress", "Progress", el("progress", { max: 1 }), el("small", { class: "stage muted" })),
+      cell("progress", "Progress", el("progress", { class: "overall", max: 1 }), el("small", { class: "stage muted" }),
+        G.stageBars(false), el("small", { class: "seg-count muted", hidden: true })),
       cell("iteration", "Iter."), cell("started", "Started"), cell("ended", "Ended"), cell("duration", "Duration"),
     );
     return tr;
@@ -45,10 +46,15 @@
     badge.className = `badge s-${job.status}`;
     setText(badge, job.status);
     badge.title = job.error || "";
-    const bar = q("progress");
+    const bar = q("progress.overall");
     bar.value = job.progress;
     bar.title = `${Math.round(job.progress * 100)}% of all three stages`;
     setText(q(".stage"), G.stageText(job));
+    G.fillStageBars(q(".stage-bars"), job);
+    const segments = q(".seg-count");
+    setText(segments, G.segmentsText(job));
+    segments.hidden = !segments.textContent;
+    segments.title = segments.hidden ? "" : "segments through all three stages";
     setText(q(".c-iteration"), String(job.iteration));
     const started = q(".c-started"), ended = q(".c-ended");
     setText(started, G.fmt.time(job.started_at)); started.title = G.fmt.dateTime(job.started_at);
