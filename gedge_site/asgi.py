@@ -13,12 +13,6 @@ from django.conf import settings  # noqa: E402
 
 from jobs.web.routing import websocket_urlpatterns  # noqa: E402
 
-from .upload_bodies import install as install_upload_bodies  # noqa: E402
-
-# The one patch of a library left: Daphne's request class refuses an upload body over the limit while it
-# streams in. It goes with resumable chunked uploads (every body small, the ingress refusing large ones).
-install_upload_bodies(settings.GEDGE_MAX_UPLOAD_BYTES)
-
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,

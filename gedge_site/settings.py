@@ -41,7 +41,8 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 # suite, the bench): GEDGE_SECURE_SSL_REDIRECT=false GEDGE_SECURE_COOKIES=false. Embedded: all off.
 _PRODUCTION = not EMBEDDED
 SECURE_SSL_REDIRECT = env_bool("GEDGE_SECURE_SSL_REDIRECT", _PRODUCTION)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# In-cluster plain HTTP: the kubelet's probes, Prometheus' scrapes, the ingress's auth check.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^api/auth/check/$"]
 SECURE_PROXY_SSL_HEADER = (("HTTP_X_FORWARDED_PROTO", "https") if env_bool("GEDGE_SECURE_PROXY_SSL_HEADER", _PRODUCTION)
                            else None)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("GEDGE_SECURE_COOKIES", _PRODUCTION)
@@ -85,6 +86,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "jobs.web.body_limit.BodyLimitMiddleware",  # small bodies only, but a signed-in user's classic upload
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "jobs.web.api_errors.ApiErrorMiddleware",  # Django's own 404/500 pages become the API's JSON shape under /api/
@@ -318,6 +320,8 @@ GEDGE_RETENTION_DAYS = env_float("GEDGE_RETENTION_DAYS", 30)
 GEDGE_MAX_FILES_PER_UPLOAD = env_int("GEDGE_MAX_FILES_PER_UPLOAD", 10)  # the HTML form's files per POST
 # Resumable uploads (tus): the largest chunk one request may carry, and how long an unfinished upload is kept.
 GEDGE_MAX_CHUNK_BYTES = env_int("GEDGE_MAX_CHUNK_BYTES", 8 * 1024 * 1024)
+# Any other request body (jobs/web/body_limit.py): a chunk and its framing fit.
+GEDGE_MAX_BODY_BYTES = env_int("GEDGE_MAX_BODY_BYTES", GEDGE_MAX_CHUNK_BYTES + 1024 * 1024)
 GEDGE_UPLOAD_EXPIRY_S = env_float("GEDGE_UPLOAD_EXPIRY_S", 24 * 3600)
 GEDGE_PROGRESS_INTERVAL_S = env_float("GEDGE_PROGRESS_INTERVAL_S", 0.25)
 GEDGE_ADMIN_USER = env_str("GEDGE_ADMIN_USER", "admin")

@@ -6,7 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from jobs.web import views
 from jobs.web.api import JobViewSet
-from jobs.web.tus import UploadDetailView, UploadsView
+from jobs.web.tus import AuthCheckView, UploadDetailView, UploadsView
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
@@ -22,6 +22,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/auth/check/", AuthCheckView.as_view(), name="auth-check"),
     path("api/uploads/", UploadsView.as_view(), name="uploads"),
     path("api/uploads/<uuid:pk>/", UploadDetailView.as_view(), name="upload-detail"),
     path("api/", include(router.urls)),

@@ -14,9 +14,6 @@ from .conftest import ROOT
 PRODUCT = ("gedge_site", "jobs", "stages")
 # Libraries whose objects the product must never change: their internals are not an interface.
 GUARDED = ("daphne", "twisted", "channels", "channels_redis")
-# The one patch left, with the issue that removes it: Daphne's request class refuses upload bodies over the
-# limit while they stream in, until resumable chunked uploads make every body small (hardening issue).
-PATCH_ALLOWED_UNTIL_CHUNKED_UPLOADS = {"gedge_site/upload_bodies.py"}
 
 
 def product_files() -> list[Path]:
@@ -102,8 +99,7 @@ def test_no_product_module_imports_twisted_or_patches_a_library():
         rel = str(path.relative_to(ROOT))
         problems += [f"{rel}: imports {name}" for name, _ in imported_modules(path)
                      if name.split(".")[0] == "twisted"]
-        if rel not in PATCH_ALLOWED_UNTIL_CHUNKED_UPLOADS:
-            problems += [f"{rel}:{problem}" for problem in library_patches(path.read_text(), rel)]
+        problems += [f"{rel}:{problem}" for problem in library_patches(path.read_text(), rel)]
     assert problems == []
 
 

@@ -23,6 +23,7 @@ import binascii
 from django.conf import settings
 from django.http import HttpResponse
 from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import parsers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.views import APIView
@@ -81,6 +82,17 @@ def parse_metadata(raw: str) -> dict[str, str]:
     return values
 
 
+class AuthCheckView(APIView):
+    """204 for a signed-in user (session or token), 401 otherwise: what the ingress asks before it lets a large
+    classic upload body through (its auth-url / forwardAuth; jobs/web/body_limit.py applies the same rule)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={204: OpenApiResponse(description="signed in"), 401: None})
+    def get(self, request):
+        return HttpResponse(status=204)
+
+
 class TusView(APIView):
     permission_classes = [IsAuthenticated]
     parser_classes = [ChunkParser]
@@ -107,10 +119,12 @@ class UploadsView(TusView):
     def get_throttles(self):
         return [SubmitThrottle()] if self.request.method == "POST" else []
 
+    @extend_schema(responses={204: OpenApiResponse(description="Tus-Version, Tus-Extension, Tus-Max-Size")})
     def options(self, request, *args, **kwargs):
         return _tus(HttpResponse(status=204), Tus_Version=TUS_VERSION, Tus_Extension="creation,termination",
                     Tus_Max_Size=str(settings.GEDGE_MAX_UPLOAD_BYTES))
 
+    @extend_schema(request=None, responses={201: OpenApiResponse(description="Location: the upload's URL")})
     def post(self, request):
         length = _header_int(request, "Upload-Length")
         meta = parse_metadata(request.headers.get("Upload-Metadata", ""))
@@ -132,6 +146,7 @@ class UploadsView(TusView):
 
 
 class UploadDetailView(TusView):
+    @extend_schema(responses={200: OpenApiResponse(description="Upload-Offset, Upload-Length, Gedge-Job-Id")})
     def head(self, request, pk):
         upload = finish_if_complete(self._upload(pk))
         headers = {"Upload_Offset": str(upload.offset), "Upload_Length": str(upload.length)}
@@ -139,6 +154,8 @@ class UploadDetailView(TusView):
             headers["Gedge_Job_Id"] = str(upload.job_id)
         return _tus(HttpResponse(status=200), **headers)
 
+    @extend_schema(request={CHUNK_TYPE: bytes},
+                   responses={204: OpenApiResponse(description="Upload-Offset; Gedge-Job-Id once complete")})
     def patch(self, request, pk):
         if request.content_type.split(";")[0].strip() != CHUNK_TYPE:
             raise ApiError("unsupported_media_type", f"a chunk is sent as {CHUNK_TYPE}",
@@ -163,6 +180,7 @@ class UploadDetailView(TusView):
             headers["Gedge_Job_Id"] = str(upload.job_id)
         return _tus(HttpResponse(status=204), **headers)
 
+    @extend_schema(responses={204: None})
     def delete(self, request, pk):
         delete_upload(self._upload(pk))
         return _tus(HttpResponse(status=204))
