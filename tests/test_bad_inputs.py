@@ -229,3 +229,15 @@ def test_the_probe_child_limits_itself():
                          check=True).stdout.split()
     assert [int(v) for v in out] == [probe.MEMORY_BYTES, probe.CPU_SECONDS]
     assert resource.getrlimit(resource.RLIMIT_AS)[0] != probe.MEMORY_BYTES  # the web process is not limited
+
+
+def test_a_job_id_beyond_bigint_answers_404_on_every_url(api, client, owner):
+    huge = "9" * 40  # far past PostgreSQL's bigint
+    for url in ("", "events/", "segments/", "detections/", "video/"):
+        response = api.get(f"/api/jobs/{huge}/{url}")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found", url
+    for action in ("cancel", "retry"):
+        assert api.post(f"/api/jobs/{huge}/{action}/").status_code == 404
+    client.force_login(owner)
+    for url in ("", "chart.json", "detections.csv"):
+        assert client.get(f"/jobs/{huge}/{url}").status_code == 404, url
