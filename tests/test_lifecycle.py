@@ -292,3 +292,31 @@ def test_a_tiny_video_is_not_scaled_up_on_disk(owner, tmp_path, redis_clean):
     stored = sum(p.stat().st_size for p in frames.glob("chunk_*.npy"))
     assert segment.work_bytes == stored and stored < 30 * 16 * 16 * 3 + 4096  # 16x16, not 416x416
     assert Segment.objects.filter(job=job).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_job_with_less_left_goes_to_the_head_of_a_queue(owner):
+    from jobs.lifecycle.transitions import STAGES, goes_first
+    from tests.helpers_media import make_job
+
+    def job_with(segments: int, status=S.ENQUEUE, queued: int = 0):
+        job = make_job(owner, S.PREPROCESSING)
+        Segment.objects.bulk_create([
+            Segment(job=job, index=i, first_frame=i * 10, frame_count=10, start_pts=i, time_base="1/30",
+                    status=status, message_id=f"m{job.pk}-{i}" if i < queued else "")
+            for i in range(segments)])
+        return job
+
+    pre = STAGES["preprocess"]
+    long = job_with(12, queued=6)  # a long job: six segments queued for preprocessing
+    assert goes_first(long.pk, pre) is False, "alone in the queue: first in, first out"
+    short = job_with(1, queued=1)
+    assert goes_first(short.pk, pre) is True  # 1 segment left against 12: ahead of the long job
+    assert goes_first(long.pk, pre) is False  # and the long job's next ones stay behind it
+    # At inference, what counts is what each job has left to infer.
+    inf = STAGES["inference"]
+    assert goes_first(short.pk, inf) is False, "nothing else waits for inference yet"
+    Segment.objects.filter(job=long, index__lt=2).update(status=S.PREPROCESSING_COMPLETE)
+    assert goes_first(short.pk, inf) is True
+    two = job_with(2, status=S.PREPROCESSING_COMPLETE, queued=2)
+    assert goes_first(two.pk, inf) is True and goes_first(long.pk, inf) is False

@@ -42,7 +42,7 @@ from django.db.models import Count, F, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from jobs.models import PIPELINE, TERMINAL, Job, JobEvent, Segment, Status
+from jobs.models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Segment, Status
 
 from .broadcast import push_job
 
@@ -247,6 +247,20 @@ def _job_message(status: str, segments: int) -> str:
     return ""
 
 
+def goes_first(job_id: int, stage: Stage) -> bool:
+    """Fair sharing (docs/segments.md): a segment goes to the head of its stage's queue when its job has fewer
+    segments left to pass that stage than every other job with a segment waiting in that queue (shortest
+    remaining work first); otherwise to the back (first in, first out)."""
+    waiting = set(Segment.objects.filter(status=stage.ready, job__status__in=list(ACTIVE)).exclude(message_id="")
+                  .exclude(job_id=job_id).values_list("job_id", flat=True).distinct())
+    if not waiting:
+        return False
+    before = PIPELINE[:POSITION[stage.complete]]
+    left = dict(Segment.objects.filter(job_id__in=[*waiting, job_id], status__in=before).values("job_id")
+                .annotate(n=Count("pk")).values_list("job_id", "n"))
+    return left.get(job_id, 0) < min(left.get(other, 0) for other in waiting)
+
+
 def fill_window(job_id: int) -> int:
     """Dispatch preprocessing for the job's next segments while fewer than ``window`` are in flight
     (dispatched and not yet postprocessed); returns how many were sent. Call inside a transaction."""
@@ -259,8 +273,9 @@ def fill_window(job_id: int) -> int:
     if free <= 0:
         return 0
     waiting = list(segments.filter(status=Status.ENQUEUE, message_id="").order_by("index")[:free])
+    stage = STAGES["preprocess"]
     for segment in waiting:
-        dispatch_segment(segment, STAGES["preprocess"])
+        dispatch_segment(segment, stage, front=goes_first(job_id, stage))
     return len(waiting)
 
 
@@ -345,7 +360,8 @@ def segment_transition(
         if job is not None:
             stage = STAGE_BY_READY.get(to_status)
             if stage is not None and (to_status != Status.ENQUEUE or from_status in STAGE_BY_RUNNING):
-                dispatch_segment(segment, stage, dispatch_delay_ms, dispatch_front)
+                front = dispatch_front or goes_first(job_id, stage)
+                dispatch_segment(segment, stage, dispatch_delay_ms, front)
             if to_status == SEGMENT_DONE:
                 fill_window(segment.job_id)
             pushed = Job.objects.get(pk=segment.job_id)

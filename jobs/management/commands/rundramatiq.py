@@ -27,6 +27,9 @@ IDLE_POLL_MS = 100  # also the embedded worker's (run_embedded.py)
 class Command(DjangoDramatiqCommand):
     def handle(self, *args, **options):
         os.environ.setdefault("dramatiq_worker_timeout", str(IDLE_POLL_MS))  # read by the dramatiq CLI it execs
+        # One message at a time per queue: what a worker has not started stays in Redis, where a short job's
+        # segment may be put ahead of it (fair sharing, docs/segments.md) and another worker may take it.
+        os.environ.setdefault("dramatiq_queue_prefetch", "1")
         if settings.GEDGE_WORKER_NICE > 0:
             lower_priority(settings.GEDGE_WORKER_NICE)
         if settings.GEDGE_WORKER_SCHED_IDLE:
