@@ -8,6 +8,8 @@ Runs against the configured PostgreSQL and Redis (production settings). Worker p
 with the same command as the Pods (`manage.py rundramatiq --queues ...`) and restarted after they die, as
 Kubernetes would; the reaper runs as its own process (`manage.py run_reaper`), as its Deployment does.
 
+A random worker is SIGKILLed ``kill_every_s`` after every worker is up (booted and consuming) again, so the
+kills keep coming however slowly workers boot on the machine at hand, and work still gets done between them.
 Two jobs in three are cut into several segments (their videos have a keyframe every ``keyframe_every``
 frames and the workers cut at GEDGE_SEGMENT_S = ``segment_s``), so kills land between and inside segments of
 one job. Every Exit job's results are checked frame by frame: annotated.mp4 decodes to the input's frame
@@ -35,7 +37,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Q
 
-from jobs.lifecycle.services import submit_job
+from jobs.lifecycle.services import end_job, submit_job
 from jobs.lifecycle.transitions import STAGE_BY_RUNNING, STAGES
 from jobs.models import TERMINAL, Job, JobEvent, Segment, Status
 from stages.synthetic import make_video
@@ -226,10 +228,11 @@ class FaultRun:
         if self.reaper is not None and self.reaper.poll() is not None:
             self.reaper = self._spawn("reaper", ["run_reaper", "--interval", "1"])
 
+    def all_up(self) -> bool:
+        return all(w.proc is not None and w.proc.poll() is None and w.is_ready() for w in self.workers)
+
     def kill_random_worker(self, now: float) -> None:
-        """SIGKILL a random worker that is up. One still booting holds no work: killing it would test nothing,
-        and on a slow machine (boot takes longer than the interval between kills) no work would ever run."""
-        alive = [w for w in self.workers if w.proc is not None and w.proc.poll() is None and w.is_ready()]
+        alive = [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
         if not alive:
             return
         worker = self.rng.choice(alive)
@@ -317,6 +320,10 @@ class FaultRun:
         self.poison_id = None
         self.crash_log.unlink(missing_ok=True)  # a log folder given twice counts this run's crashes only
         user, _ = get_user_model().objects.get_or_create(username="fault-test")
+        # Jobs an earlier run left unfinished (it was stopped, or its figures showed them stuck) would compete
+        # with this run's for the workers, and the reaper would keep sending their messages again.
+        for leftover in Job.objects.filter(user=user).exclude(status__in=list(TERMINAL)):
+            end_job(leftover, Status.CANCELLED, "left by an earlier fault run")
         try:
             for worker in self.workers:
                 self.start_worker(worker)
@@ -330,7 +337,12 @@ class FaultRun:
             while time.monotonic() - t0 < self.config.timeout_s:
                 now = time.monotonic()
                 self.supervise(now)
-                if now >= next_kill:
+                # A kill comes kill_every_s after every worker is up again (booted and consuming): on a slow
+                # or busy machine, where a worker takes longer than that to boot, kills at a fixed rate would
+                # leave no worker running long enough to finish anything.
+                if not self.all_up():
+                    next_kill = max(next_kill, now + self.config.kill_every_s)
+                elif now >= next_kill:
                     self.kill_random_worker(now)
                     next_kill = now + self.config.kill_every_s
                 if redis_at is not None and now >= redis_at:

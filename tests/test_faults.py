@@ -355,9 +355,9 @@ def test_short_fault_run(tmp_path, redis_clean):
     try:
         result = subprocess.run(
             [sys.executable, "manage.py", "fault_test", "--jobs", "8", "--frames", "60", "--kill-every", "4",
-             "--restart-redis-at", "6", "--restart-postgres-at", "-1", "--timeout", "300",
+             "--restart-redis-at", "6", "--restart-postgres-at", "-1", "--timeout", "450",
              "--redis-restart-cmd", restart, "--logs", str(tmp_path / "logs")],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=540,
         )
     finally:
         subprocess.run(f"redis-cli -p {port} shutdown nosave", shell=True, check=False)

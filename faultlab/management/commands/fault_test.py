@@ -14,7 +14,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--jobs", type=int, default=50)
         parser.add_argument("--frames", type=int, default=45)
-        parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between worker SIGKILLs")
+        parser.add_argument("--kill-every", type=float, default=4.0,
+                            help="seconds from every worker being up (booted) to the next SIGKILL of one")
         parser.add_argument("--restart-redis-at", type=float, default=20.0, help="seconds; negative: never")
         parser.add_argument("--restart-postgres-at", type=float, default=40.0, help="seconds; negative: never")
         parser.add_argument("--no-poison", action="store_true")
