@@ -1,8 +1,10 @@
 """G-Edge benchmark: the one-file script vs `process_video` vs the full service, on this machine, in one go.
 
-    python -m bench            the full run (10-25 minutes on 2 quiet cores)
-    python -m bench --quick    the same sections, shorter (a couple of minutes): checks the harness
+    python -m bench            the full run (10-25 minutes on 2 quiet cores, plus the segments section:
+                               ~70 minutes for its 20-minute video, and ~15 to make that video once)
+    python -m bench --quick    the same sections, shorter (a few minutes): checks the harness
     python -m bench --only levers throughput ...   some sections only
+    python -m bench --only segments --long-minutes 3   the segments section on a shorter long video
     python -m bench --json out.json                also write every figure as JSON
 
 It prints figures, the API goals as met or missed among them; it asserts nothing about time (see
@@ -29,7 +31,7 @@ from .media import STREET, frame_count, looped_clip
 from .service import BENCH_USER, ROOT, Bench, Service, SocketClient, default_model, push_delay_s
 from .stats import WRK_SCRIPT, cpu_count, parse_wrk, ratio, summary_ms
 
-SECTIONS = ("throughput", "latency", "memory", "levers")
+SECTIONS = ("throughput", "latency", "memory", "levers", "segments")
 
 
 def out(line: str = "") -> None:
@@ -344,7 +346,8 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
             f"   x{ratio(results['process_video']['fps'], results['script']['fps'])} script")
         ms = pv[len(pv) // 2]["ms_per_frame"]
         out(f"  process_video ms/frame: preprocess {ms['preprocess']}, inference {ms['inference']}, "
-            f"postprocess {ms['postprocess']}; inter-stage {pv[0]['interstage_bytes_per_frame']} bytes/frame")
+            f"postprocess {ms['postprocess']}; peak work storage {pv[0]['peak_work_bytes']} bytes "
+            f"({pv[0]['segments']} segment{'s' if pv[0]['segments'] != 1 else ''})")
 
     service = bench.service(workers=False)
     try:
@@ -495,12 +498,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections only")
     parser.add_argument("--video", type=Path, default=STREET)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--long-minutes", type=float, default=None,
+                        help="the segments section's long video, minutes (default 20; 1 with --quick)")
     cfg = parser.parse_args(argv)
     cfg.repeats = 1 if cfg.quick else 3
     cfg.wrk_seconds = 3 if cfg.quick else 10
     cfg.first_push_samples = 2 if cfg.quick else 10
     cfg.ws_cycles = 30 if cfg.quick else 150
     cfg.long_frames = 600 if cfg.quick else 3000
+    cfg.long_minutes = cfg.long_minutes or (1.0 if cfg.quick else 20.0)
+    cfg.fair_repeats = 1 if cfg.quick else 3
+    cfg.embedded_fair = True
     sections = set(cfg.only or SECTIONS)
     results: dict = {"machine": machine(), "quick": cfg.quick, "video": str(cfg.video)}
     out(f"G-Edge benchmark{' (quick)' if cfg.quick else ''}: {results['machine']}")
@@ -511,6 +519,14 @@ def main(argv: list[str] | None = None) -> int:
             section_throughput_latency(bench, cfg, results, sections)
             if "latency" in sections:
                 results["api_web_levers"] = web_levers(bench, cfg.wrk_seconds)
+        finally:
+            bench.close()
+    if "segments" in sections:
+        from .segments import run_segments
+
+        bench = Bench()
+        try:
+            results["segments"] = run_segments(bench, cfg, out)
         finally:
             bench.close()
     if "levers" in sections:

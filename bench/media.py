@@ -6,6 +6,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 
 from stages.preprocess import letterbox_geometry
 from stages.video import to_bgr
@@ -62,5 +63,40 @@ def looped_clip(frames: int, width: int = 640, height: int = 360, source: Path =
                 dst.mux(packet)
         for packet in out.encode():
             dst.mux(packet)
+    tmp.rename(path)
+    return path
+
+
+def street_long(minutes: float, keyframe_s: float = 1.5, source: Path = STREET, cache: Path = CACHE) -> Path:
+    """``source`` at its own size and rate, ping-pong looped for ``minutes`` of video and re-encoded with a
+    keyframe every ``keyframe_s`` seconds (3 B-frames, no scene-cut keyframes), as a camera records: a video
+    that segments (street.mp4 itself has one keyframe, so it is one segment whatever its length). Cached
+    under var/bench-media/, made once per (length, keyframe interval): a 20-minute 720p video takes a few
+    minutes to encode on 2 cores."""
+    with av.open(str(source)) as src:
+        stream = src.streams.video[0]
+        rate = Fraction(stream.average_rate or 30)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        frames = max(1, round(minutes * 60 * rate))
+        gop = max(1, round(keyframe_s * rate))
+        path = cache / f"street_{width}x{height}_{frames}_g{gop}.mp4"
+        if path.exists():
+            return path
+        base = [f.reformat(format="yuv420p") for f in src.decode(stream)]
+    for frame in base:  # the source's one keyframe would otherwise be an extra keyframe each loop
+        frame.pict_type = PictureType.NONE
+    cache.mkdir(parents=True, exist_ok=True)
+    cycle = base + base[-2:0:-1]
+    tmp = path.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), "w") as dst:
+        out = dst.add_stream("libx264", rate=rate)
+        out.width, out.height, out.pix_fmt = width, height, "yuv420p"
+        out.options = {"preset": "superfast", "crf": "23", "bf": "3", "g": str(gop), "keyint_min": str(gop),
+                       "x264-params": "scenecut=0"}
+        for index in range(frames):
+            frame = cycle[index % len(cycle)]
+            frame.pts, frame.time_base = index, Fraction(1) / rate
+            dst.mux(out.encode(frame))
+        dst.mux(out.encode())
     tmp.rename(path)
     return path

@@ -32,6 +32,7 @@ from .stats import tree_peak_mb
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 QUEUES = ("preprocess", "inference", "postprocess")
+ONE_PER_QUEUE = {queue: (queue,) for queue in QUEUES}
 BENCH_USER = "bench"
 
 
@@ -193,9 +194,10 @@ class Service:
         self.procs[name] = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
 
-    def start_web(self, token: str, cookie: str, **extra_env: str) -> None:
-        self._start("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                            "gedge_site.asgi:application"], {**self.env, **extra_env})
+    def start_web(self, token: str, cookie: str, command: list[str] | None = None, **extra_env: str) -> None:
+        """Daphne on the service's port (or ``command`` after the interpreter: embedded_service's)."""
+        command = command or ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "gedge_site.asgi:application"]
+        self._start("web", [sys.executable, *command], {**self.env, **extra_env})
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -211,16 +213,18 @@ class Service:
         self.socket = SocketClient(f"ws://127.0.0.1:{self.port}/ws/jobs/", cookie, self.base)
         self.socket.start()
 
-    def start_workers(self, **extra_env: str) -> None:
+    def start_workers(self, layout: dict[str, tuple[str, ...]] | None = None, **extra_env: str) -> None:
+        """One worker process per entry of ``layout`` (its name: the queues it consumes); by default one per
+        queue (ONE_PER_QUEUE)."""
         env = {**self.env, **extra_env}
-        for queue in QUEUES:
+        for name, queues in (layout or ONE_PER_QUEUE).items():
             # Dramatiq's Prometheus exporter: a port and a metrics folder of its own per worker, as each
             # Pod has, or the second worker's exporter dies on "address in use".
-            metrics_dir = self.log_dir / f"prometheus-{queue}"
+            metrics_dir = self.log_dir / f"prometheus-{name}"
             metrics_dir.mkdir(exist_ok=True)
             worker_env = {**env, "dramatiq_prom_port": str(free_port()), "dramatiq_prom_db": str(metrics_dir),
                           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-            self._start(f"worker-{queue}", [sys.executable, "manage.py", "rundramatiq", "--queues", queue],
+            self._start(f"worker-{name}", [sys.executable, "manage.py", "rundramatiq", "--queues", *queues],
                         worker_env)
 
     def stop_workers(self) -> None:
@@ -262,10 +266,10 @@ class Service:
         deadline = time.monotonic() + timeout
         last_poll = 0.0
         while len(done) < len(job_ids):
-            for push in list(self.socket.pushes):
+            for push in list(self.socket.pushes if self.socket is not None else ()):
                 if push.job["id"] in job_ids and push.job["status"] in ("Exit", "Failed", "Cancelled"):
                     done.setdefault(push.job["id"], push.job)
-            if time.monotonic() - last_poll > 2:
+            if time.monotonic() - last_poll > (2 if self.socket is not None else 0.25):
                 last_poll = time.monotonic()
                 for job_id in set(job_ids) - set(done):
                     job = self.get_job(job_id)
@@ -331,3 +335,32 @@ class Bench:
     def close(self) -> None:
         self.redis.flushdb()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def embedded_service(folder: Path, threads: int = 3) -> Service:
+    """`make run`'s service in a folder of its own: one ``manage.py run_embedded`` process (Daphne with
+    Dramatiq's in-process broker and ``threads`` worker threads for all queues, the reaper thread, the
+    in-memory channel layer) on a fresh SQLite database, no Redis; driven over HTTP and the WebSocket as the
+    production-like Service is."""
+    folder.mkdir(parents=True)
+    env = {key: value for key, value in bench_env(folder / "media").items()
+           if key not in ("REDIS_URL", "CHANNELS_REDIS_URL", "CACHE_REDIS_URL")}
+    env.update(DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}", GEDGE_WORKER_STATE_DIR=str(folder / "worker"))
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    mint = ("from django.contrib.auth import get_user_model; from django.test import Client; "
+            "from rest_framework.authtoken.models import Token; "
+            f"u = get_user_model().objects.get_or_create(username={BENCH_USER!r})[0]; c = Client(); "
+            "c.force_login(u); print(Token.objects.get_or_create(user=u)[0].key, c.cookies['sessionid'].value)")
+    done = subprocess.run([sys.executable, "manage.py", "shell", "-c", mint], cwd=ROOT, env=env, check=True,
+                          capture_output=True, text=True)
+    token, cookie = done.stdout.split()[-2:]
+    log_dir = folder / "logs"
+    log_dir.mkdir()
+    service = Service(env, log_dir)
+    try:
+        service.start_web(token, cookie, command=["manage.py", "run_embedded", "--port", str(service.port),
+                                                "--worker-threads", str(threads)])
+    except BaseException:
+        service.stop()
+        raise
+    return service

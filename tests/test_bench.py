@@ -202,3 +202,30 @@ def test_gpu_check_runs_its_arms_and_says_what_it_did_not_run(capsys):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         assert gpu_check.main([]) == 3
         assert "the GPU path was NOT run" in capsys.readouterr().out
+
+
+def test_the_long_video_segments_and_the_figures_around_it(tmp_path):
+    """The segments section's long video: street.mp4 looped at its own size, a keyframe every 1.5 s and no
+    other (the source's one keyframe is not copied into each loop), so it is cut into ~10 s segments; the
+    unsegmented figure it is compared with; the worker layouts of its two topologies."""
+    import av
+
+    from bench.media import street_long
+    from bench.segments import cpu_layout, unsegmented_bytes
+    from stages.segments import plan_segments
+
+    video = street_long(0.2, cache=tmp_path)  # 12 s, 360 frames
+    assert street_long(0.2, cache=tmp_path) == video, "made once"
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (1280, 720)
+        keyframes = [p.pts for p in container.demux(stream) if p.is_keyframe and p.pts is not None]
+        step = round(1.5 / stream.time_base)
+    assert keyframes == [i * step for i in range(8)]
+    plans = plan_segments(str(video), 6.0)
+    assert [p.frame_count for p in plans] == [180, 180] and plans[-1].end_frame == 360
+
+    assert unsegmented_bytes(36_000, 1280, 720) == 36_000 * 416 * 234 * 3
+    assert unsegmented_bytes(10, 16, 16) == 10 * 16 * 16 * 3, "never scaled up"
+    assert cpu_layout(2) == {"cpu-1": ("preprocess", "postprocess"), "cpu-2": ("preprocess", "postprocess"),
+                             "inference": ("inference",)}
