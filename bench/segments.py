@@ -113,7 +113,7 @@ def fair_line(name: str, figures: dict) -> str:
 def run_segments(bench: Bench, cfg, out: Callable[[str], None]) -> dict:
     minutes = cfg.long_minutes
     out(f"== Segments: a {minutes:g}-minute video (street.mp4 ping-pong looped, 1280x720, a keyframe every "
-        f"1.5 s; --long-minutes), GEDGE_SEGMENT_S={os.environ.get('GEDGE_SEGMENT_S', '10 (default)')}, "
+        f"1.5 s; --long-minutes), GEDGE_SEGMENT_S={os.environ.get('GEDGE_SEGMENT_S', '5 (default)')}, "
         f"GEDGE_SEGMENTS_IN_FLIGHT={os.environ.get('GEDGE_SEGMENTS_IN_FLIGHT', '6 (default)')}, worker priority "
         f"GEDGE_WORKER_NICE={os.environ.get('GEDGE_WORKER_NICE', '10 (default)')} "
         f"GEDGE_WORKER_SCHED_IDLE={os.environ.get('GEDGE_WORKER_SCHED_IDLE', '1 (default)')}")

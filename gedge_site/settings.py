@@ -293,7 +293,7 @@ GEDGE_MAX_ITERATIONS = env_int("GEDGE_MAX_ITERATIONS", 3)  # restarts of one seg
 # each its own message through the three stages. At most GEDGE_SEGMENTS_IN_FLIGHT segments of one job are in
 # flight (dispatched, not yet postprocessed) at a time, fewer where their frames would not fit in
 # GEDGE_WORK_BUDGET_BYTES of shared storage; a job whose one segment does not fit fails at once.
-GEDGE_SEGMENT_S = env_float("GEDGE_SEGMENT_S", 10.0)
+GEDGE_SEGMENT_S = env_float("GEDGE_SEGMENT_S", 5.0)
 GEDGE_SEGMENTS_IN_FLIGHT = env_int("GEDGE_SEGMENTS_IN_FLIGHT", 6)
 GEDGE_WORK_BUDGET_BYTES = env_int("GEDGE_WORK_BUDGET_BYTES", 1_000_000_000)
 GEDGE_RETRY_BACKOFF_MS = env_int("GEDGE_RETRY_BACKOFF_MS", 2000)

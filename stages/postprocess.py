@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -285,8 +286,8 @@ def assemble_parts(part_dirs: list[Path], out_dir: Path, header: dict) -> Assemb
             for line in _frame_lines(part / DETECTIONS_JSON):
                 writer.raw_frame(line)
         summary = {"frames": frames, "detections": detections, "per_class": dict(per_class.most_common())}
-        if len(part_dirs) == 1:  # one part: it is the result
-            os.replace(part_dirs[0] / ANNOTATED, out_dir / ANNOTATED)
+        if len(part_dirs) == 1:  # one part: it is the result (a link: the part stays for a rerun)
+            _link_or_copy(part_dirs[0] / ANNOTATED, out_dir / ANNOTATED)
         else:
             joined = join_parts([part / ANNOTATED for part in part_dirs], out_dir / ANNOTATED)
             if joined != frames:
@@ -297,6 +298,14 @@ def assemble_parts(part_dirs: list[Path], out_dir: Path, header: dict) -> Assemb
         raise
     return AssembledResult(frame_count=frames, detections=detections, per_class=summary["per_class"],
                            bytes_video=(out_dir / ANNOTATED).stat().st_size)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, target)
 
 
 def _frame_lines(path: Path) -> Iterator[str]:

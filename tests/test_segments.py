@@ -313,6 +313,19 @@ def test_one_frame_parts_join(tmp_path):
     assert [f for _, _, f in straight_decode(out)] == [f for part in parts for _, _, f in straight_decode(part)]
 
 
+def test_assembling_one_part_again_works(tmp_path):
+    """A worker that dies after assembling but before the results are in place assembles again: the one part of
+    a single-segment job is linked, not moved, so it is still there the second time."""
+    from stages.postprocess import assemble_parts
+
+    part = annotated_part(tmp_path, "only", 4).parent
+    header = {"video": {"frame_count": 4}, "model": {}, "parameters": {}}
+    for attempt in ("first", "second"):
+        result = assemble_parts([part], tmp_path / attempt, header)
+        assert result.frame_count == 4 and (tmp_path / attempt / ANNOTATED).stat().st_size > 0
+    assert (part / ANNOTATED).exists()
+
+
 def test_parts_that_cannot_share_a_track_are_refused(tmp_path):
     good = annotated_part(tmp_path, "good", 6)
     out = tmp_path / "joined.mp4"

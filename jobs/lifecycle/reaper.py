@@ -97,6 +97,9 @@ def reap() -> dict[str, int]:
             counts["finalized"] += 1
         except StaleTransition:
             pass
+        except Exception:  # noqa: BLE001 - one job that cannot be finished must not stop the rest of the pass
+            logger.exception("could not finalise the job", extra={"job_id": job.pk})
+            counts["skipped"] += 1
     counts["retention"] = expire_jobs(now)
     counts["stale_uploads"] = drop_stale_uploads(now)
     return counts

@@ -214,8 +214,9 @@ def run_segment_stage(stage_name: str, segment_id: int) -> None:
     """Run one stage of one segment; safe to call twice with the same message (the second is ignored)."""
     stage = STAGES[stage_name]
     try:
-        segment, job = segment_transition(segment_id, stage.ready, stage.running, message=f"{stage.name} started",
-                                          lease_owner=owner_name())
+        owner = owner_name()
+        segment, job = segment_transition(segment_id, stage.ready, stage.running, lease_owner=owner,
+                                          message=f"{stage.name} started by {owner}")
     except (StaleTransition, Segment.DoesNotExist):
         logger.info("duplicate or late %s message ignored", stage.name, extra={"segment_id": segment_id})
         return

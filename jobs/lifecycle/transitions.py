@@ -333,8 +333,9 @@ def segment_transition(
         raise IllegalTransition(f"segment {segment_id}: {from_status} -> {to_status} is not allowed")
     now = timezone.now()
     updates: dict[str, Any] = {"status": to_status, "updated_at": now, **(fields or {})}
-    if to_status in STAGE_BY_RUNNING:
-        updates.update(attempt=F("attempt") + 1, heartbeat_at=now, lease_owner=lease_owner[:200])
+    if to_status in STAGE_BY_RUNNING:  # a new attempt: its own lease, its own frames done (from 0)
+        updates.update(attempt=F("attempt") + 1, heartbeat_at=now, lease_owner=lease_owner[:200],
+                       **{STAGE_BY_RUNNING[to_status].progress_field: 0})
     elif from_status in STAGE_BY_RUNNING:
         updates.update(heartbeat_at=None, lease_owner="")
     match: dict[str, Any] = {"pk": segment_id, "status": from_status}
