@@ -144,7 +144,9 @@ def dispatch_plan(job: Job) -> None:
     now = timezone.now()
     Job.objects.filter(pk=job.pk).update(message_id=message.message_id, dispatched_at=now)
     job.message_id, job.dispatched_at = message.message_id, now
-    _send_after_commit(message, 0, False, f"plan of job {job.pk}")
+    # At the head of the queue: planning takes milliseconds, and a new job should not wait for it behind the
+    # segments of jobs already running (fair sharing, docs/segments.md).
+    _send_after_commit(message, 0, True, f"plan of job {job.pk}")
 
 
 def dispatch_segment(segment: Segment, stage: Stage, delay_ms: int = 0, front: bool = False) -> None:
