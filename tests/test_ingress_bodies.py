@@ -5,7 +5,6 @@ its Content-Length before it reaches the web, whose memory stays flat; a signed-
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import pytest
 import requests
