@@ -1,3 +1,5 @@
+import math
+
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
@@ -49,8 +51,15 @@ class JobAdmin(admin.ModelAdmin):
         return format_html('<progress value="{}" max="100" title="{}%"></progress> {}%', pct, pct, pct)
 
     def _apply(self, request, queryset, action, verb):
+        from .web.api import SubmitThrottle  # a retry is a submission: the same budget as the API and the form
+
         done, refused = 0, []
+        throttle = SubmitThrottle()
         for job in queryset:
+            if action is retry_job and not throttle.allow_request(request, None):
+                refused.append(f"#{job.pk} and the rest: too many submissions; try again in "
+                               f"{math.ceil(throttle.wait() or 1)} s")
+                break
             try:
                 action(job, by=request.user.username) if action is retry_job else action(job)
                 done += 1
@@ -61,7 +70,7 @@ class JobAdmin(admin.ModelAdmin):
         if refused:
             self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
 
-    @admin.action(description="Retry selected jobs (from the failed stage)", permissions=["change"])
+    @admin.action(description="Retry selected jobs (planned again from the start)", permissions=["change"])
     def retry_selected(self, request, queryset):
         self._apply(request, queryset, retry_job, "Retried")
 

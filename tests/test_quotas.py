@@ -142,3 +142,14 @@ def test_token_clients_share_the_budget(owner, monkeypatch, tmp_path, redis_clea
     video = good_video(tmp_path / "in.mp4")
     assert submit(first, video).status_code == 201
     assert submit(second, video).status_code == 429  # per user, not per connection
+
+
+def test_admin_retries_share_the_submission_budget(client, django_user_model, monkeypatch, redis_clean):
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"submit": "2/min"})
+    admin = django_user_model.objects.create_superuser("root", password="x")
+    jobs = [make_job(admin, Status.FAILED) for _ in range(3)]
+    client.force_login(admin)
+    page = client.post("/admin/jobs/job/", {"action": "retry_selected", "_selected_action": [j.pk for j in jobs]},
+                       follow=True).content.decode()
+    assert "Retried 2 job" in page and "too many submissions" in page
+    assert Job.objects.filter(status=Status.ENQUEUE).count() == 2
