@@ -82,6 +82,23 @@ class SubmitThrottle(ScopedRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
+def refused_submission(exc: Exception) -> ApiError:
+    """The API's answer to a submission the services refused (classic upload, resumable upload, retry)."""
+    if isinstance(exc, UploadTooLarge):
+        return ApiError("too_large", f"the file is larger than {settings.GEDGE_MAX_UPLOAD_BYTES} bytes",
+                        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, UnprocessableInput):
+        return ApiError("not_a_video", f"not a usable video: {exc}")
+    if isinstance(exc, TooManyActiveJobs):
+        return ApiError("too_many_active_jobs", str(exc), status.HTTP_429_TOO_MANY_REQUESTS)
+    if isinstance(exc, QuotaExceeded):
+        return ApiError("quota_exceeded", str(exc), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    raise TypeError(f"not a refused submission: {exc!r}")
+
+
+REFUSED = (UploadTooLarge, UnprocessableInput, TooManyActiveJobs, QuotaExceeded)
+
+
 class SubmitSerializer(serializers.Serializer):
     video = serializers.FileField()
     client_token = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
@@ -138,7 +155,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def create(self, request):
         form = SubmitSerializer(data=request.data)
         if getattr(request, "gedge_upload_too_large", False):
-            raise self._too_large()
+            raise refused_submission(UploadTooLarge())
         if not form.is_valid():
             sent = request.FILES.get("video")
             if sent is not None and sent.size == 0:
@@ -150,20 +167,9 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             job, created = submit_job(request.user, form.validated_data["video"],
                                       client_token=form.validated_data["client_token"],
                                       enhance=form.validated_data["enhance"])
-        except UploadTooLarge:
-            raise self._too_large() from None
-        except UnprocessableInput as exc:
-            raise ApiError("not_a_video", f"not a usable video: {exc}") from None
-        except TooManyActiveJobs as exc:
-            raise ApiError("too_many_active_jobs", str(exc), status.HTTP_429_TOO_MANY_REQUESTS) from None
-        except QuotaExceeded as exc:
-            raise ApiError("quota_exceeded", str(exc), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE) from None
+        except REFUSED as exc:
+            raise refused_submission(exc) from None
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
-
-    @staticmethod
-    def _too_large() -> ApiError:
-        return ApiError("too_large", f"the file is larger than {settings.GEDGE_MAX_UPLOAD_BYTES} bytes",
-                        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
 
     @extend_schema(parameters=[OpenApiParameter("segments", bool, description="also the segments' own events")],
                    responses=JobEventSerializer(many=True))
@@ -237,7 +243,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         except ActionNotAllowed as exc:
             raise ApiError("not_allowed", str(exc), status.HTTP_409_CONFLICT) from None
         except TooManyActiveJobs as exc:
-            raise ApiError("too_many_active_jobs", str(exc), status.HTTP_429_TOO_MANY_REQUESTS) from None
+            raise refused_submission(exc) from None
         return Response(JobSerializer(job).data)
 
     def _result(self, name: str):

@@ -29,19 +29,15 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.views import APIView
 
 from jobs.lifecycle.services import (
-    QuotaExceeded,
-    TooManyActiveJobs,
     UploadConflict,
     append_upload,
     delete_upload,
     finish_if_complete,
     start_upload,
 )
-from jobs.lifecycle.uploads import UploadTooLarge
 from jobs.models import Upload
-from stages.errors import UnprocessableInput
 
-from .api import SubmitThrottle
+from .api import REFUSED, SubmitThrottle, refused_submission
 from .api_errors import ApiError
 
 TUS_VERSION = "1.0.0"
@@ -132,15 +128,8 @@ class UploadsView(TusView):
             upload = start_upload(request.user, length, meta.get("filename", ""),
                                   client_token=meta.get("client_token", "")[:100],
                                   enhance=meta.get("enhance", "").lower() in ("1", "true", "yes"))
-        except UploadTooLarge:
-            raise ApiError("too_large", f"the file is larger than {settings.GEDGE_MAX_UPLOAD_BYTES} bytes",
-                           status.HTTP_413_REQUEST_ENTITY_TOO_LARGE) from None
-        except UnprocessableInput as exc:
-            raise ApiError("not_a_video", f"not a usable video: {exc}") from None
-        except TooManyActiveJobs as exc:
-            raise ApiError("too_many_active_jobs", str(exc), status.HTTP_429_TOO_MANY_REQUESTS) from None
-        except QuotaExceeded as exc:
-            raise ApiError("quota_exceeded", str(exc), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE) from None
+        except REFUSED as exc:
+            raise refused_submission(exc) from None
         location = request.build_absolute_uri(reverse("upload-detail", args=[upload.pk]))
         return _tus(HttpResponse(status=201), Location=location, Upload_Offset="0")
 
@@ -170,11 +159,8 @@ class UploadDetailView(TusView):
             upload = append_upload(upload.pk, request.user, offset, request.data)
         except UploadConflict as exc:
             raise ApiError("offset_mismatch", str(exc), status.HTTP_409_CONFLICT) from None
-        except UnprocessableInput as exc:
-            raise ApiError("not_a_video", f"not a usable video: {exc}") from None
-        except (TooManyActiveJobs, QuotaExceeded) as exc:
-            code = "too_many_active_jobs" if isinstance(exc, TooManyActiveJobs) else "quota_exceeded"
-            raise ApiError(code, str(exc), status.HTTP_429_TOO_MANY_REQUESTS) from None
+        except REFUSED as exc:
+            raise refused_submission(exc) from None
         headers = {"Upload_Offset": str(upload.offset)}
         if upload.job_id:
             headers["Gedge_Job_Id"] = str(upload.job_id)
