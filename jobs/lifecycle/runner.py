@@ -44,7 +44,6 @@ from .transitions import (
     StaleTransition,
     dispatch_plan,
     fill_window,
-    note_work_bytes,
     record_progress,
     segment_transition,
 )
@@ -149,7 +148,9 @@ def _inference(job: Job, segment: Segment, progress: Callable[[int, int], None])
     frames, out = job.job_dir / segment.artifacts["frames"], attempt_dir(job, segment, "inference")
     result = run_inference(frames, detector, progress=progress, out_dir=out)
     (out / MODEL_FACTS).write_text(json.dumps(detector.facts))
-    return ({"inference_done": result.frame_count, "artifacts": {**segment.artifacts, "detections": _rel(job, out)}},
+    # work_bytes 0: the frames are deleted once this completion has won (_after_complete)
+    return ({"inference_done": result.frame_count, "work_bytes": 0,
+             "artifacts": {**segment.artifacts, "detections": _rel(job, out)}},
             {"model_name": detector.name, "model_sha256": detector.sha256,
              "params": {**job.params, **detector.parameters}})
 
@@ -260,11 +261,8 @@ def run_segment_stage(stage_name: str, segment_id: int) -> None:
 
 def _after_complete(job: Job | None, segment: Segment, stage: Stage) -> None:
     """Once the completing transition won: drop frames once inferred, publish results once all are done."""
-    if stage.name == "preprocess":
-        note_work_bytes(segment.pk, segment.work_bytes)
-    elif stage.name == "inference":
+    if stage.name == "inference":
         shutil.rmtree(segment.job.job_dir / segment.artifacts["frames"], ignore_errors=True)
-        note_work_bytes(segment.pk, 0)
     elif job is not None and job.status == Status.POSTPROCESSING_COMPLETE:
         try:
             finalize_job(job)

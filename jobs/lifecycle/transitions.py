@@ -356,6 +356,9 @@ def segment_transition(
             for stage_ms in Segment.objects.filter(job_id=job_id).values_list("stage_ms", flat=True):
                 busy.update(stage_ms)
             job_updates["stage_ms"] = dict(busy)
+        if "work_bytes" in (fields or {}):  # the frames a segment holds changed: the job's peak over its segments
+            held = Segment.objects.filter(job_id=job_id).aggregate(total=Sum("work_bytes"))["total"] or 0
+            job_updates["work_bytes_peak"] = Greatest(F("work_bytes_peak"), held)
         Job.objects.filter(pk=job_id).update(version=F("version") + 1, updated_at=now, **job_updates)
         JobEvent.objects.create(job_id=segment.job_id, segment=segment.index, from_status=from_status,
                                 to_status=to_status, iteration=segment.iteration, message=message[:2000])
@@ -389,13 +392,3 @@ def record_progress(segment_id: int, running: str, attempt: int, fields: dict[st
             raise JobInterrupted(f"segment {segment_id} is no longer {running} at attempt {attempt}")
         Job.objects.filter(pk=job_id).update(version=F("version") + 1, updated_at=now, **_job_totals())
     return Job.objects.get(pk=job_id)
-
-
-def note_work_bytes(segment_id: int, work_bytes: int) -> None:
-    """Record the bytes of frames a segment holds (0 once inferred) and the job's peak over its segments."""
-    job_id = _job_of(segment_id)
-    with transaction.atomic():
-        _lock_job(job_id)
-        Segment.objects.filter(pk=segment_id).update(work_bytes=work_bytes)
-        held = Segment.objects.filter(job_id=job_id).aggregate(total=Sum("work_bytes"))["total"] or 0
-        Job.objects.filter(pk=job_id).update(work_bytes_peak=Greatest(F("work_bytes_peak"), held))
