@@ -40,9 +40,8 @@ def process_video_file(
         parts = []
         video: dict = {}
         for plan in plans:
-            seg_dir = work_dir / f"s{plan.index}"
-            single = plan if len(plans) > 1 else None  # one segment: a straight decode of the file
-            pre = preprocess_video(source, seg_dir, detector.input_size, enhance=enhance, segment=single,
+            seg_dir = work_dir / f"s{plan.index}"  # a one-segment plan decodes the file straight, as the service does
+            pre = preprocess_video(source, seg_dir, detector.input_size, enhance=enhance, segment=plan,
                                    expected_frames=info.frame_count)
             peak_bytes = max(peak_bytes, pre.bytes_written)
             inf = run_inference(seg_dir, detector)
@@ -50,7 +49,7 @@ def process_video_file(
             video = {"width": pre.width, "height": pre.height, "fps": pre.fps,
                      "frame_count": plans[-1].end_frame, "codec": info.codec, "format": info.format_name}
             post = postprocess_detections(source, seg_dir, seg_dir / "part", video=video, model=detector.facts,
-                                          parameters=parameters, encoder=encoder, segment=single)
+                                          parameters=parameters, encoder=encoder, segment=plan)
             parts.append(seg_dir / "part")
             for name, result in (("preprocess", pre), ("inference", inf), ("postprocess", post)):
                 seconds[name] += result.seconds

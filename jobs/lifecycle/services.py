@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from jobs.models import ACTIVE, TERMINAL, Job, JobEvent, Segment, Status, Upload
 from stages.errors import UnprocessableInput
-from stages.postprocess import ANNOTATED, DETECTIONS_JSON
+from stages.postprocess import ANNOTATED, DETECTIONS_JSON, assemble_parts, read_detection_facts
 
 from .broadcast import push_job
 from .transitions import StaleTransition, create_job, transition
@@ -60,8 +60,6 @@ def finalize_job(job: Job) -> Job:
 
     Idempotent, so the reaper can finish a job whose worker died between any two steps.
     """
-    from stages.postprocess import assemble_parts, read_detection_facts
-
     results = [job.result_dir / ANNOTATED, job.result_dir / DETECTIONS_JSON]
     if not all(path.exists() for path in results):
         segments = list(job.segments.order_by("index"))
