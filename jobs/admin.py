@@ -5,6 +5,7 @@ from django.utils.html import format_html
 
 from .lifecycle.services import ActionNotAllowed, TooManyActiveJobs, cancel_job, retry_job
 from .models import Job, JobEvent, Segment
+from .web.api import SubmitThrottle  # a retry is a submission: the same budget as the API and the form
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -51,8 +52,6 @@ class JobAdmin(admin.ModelAdmin):
         return format_html('<progress value="{}" max="100" title="{}%"></progress> {}%', pct, pct, pct)
 
     def _apply(self, request, queryset, action, verb):
-        from .web.api import SubmitThrottle  # a retry is a submission: the same budget as the API and the form
-
         done, refused = 0, []
         throttle = SubmitThrottle()
         for job in queryset:

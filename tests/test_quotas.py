@@ -26,6 +26,16 @@ def isolated_cache(settings):
     settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"gedge-test-{uuid.uuid4().hex}"}}
 
 
+def post_form(client, path, copies: int) -> str:
+    """The no-script upload form, ``copies`` times the same file in one post; the page it leads to."""
+    files = [open(path, "rb") for _ in range(copies)]
+    try:
+        return client.post("/upload/", {"video": files}, follow=True).content.decode()
+    finally:
+        for fh in files:
+            fh.close()
+
+
 def submit(client, path):
     upload = io.BytesIO(path.read_bytes())
     upload.name = path.name
@@ -73,12 +83,7 @@ def test_one_submission_budget_for_the_api_retry_and_the_form(api, client, owner
     failed = make_job(owner, Status.FAILED)
     assert api.post(f"/api/jobs/{failed.pk}/retry/").status_code == 200
     client.force_login(owner)
-    files = [open(video, "rb") for _ in range(3)]
-    try:
-        page = client.post("/upload/", {"video": files}, follow=True).content.decode()
-    finally:
-        for fh in files:
-            fh.close()
+    page = post_form(client, video, 3)
     assert "too many uploads" in page
     assert Job.objects.filter(user=owner).count() == 3, "one of the form's three files fit in the budget"
     assert api.post(f"/api/jobs/{failed.pk}/retry/").status_code == 429
@@ -89,12 +94,7 @@ def test_the_form_takes_a_bounded_number_of_files(client, owner, settings, monke
     settings.GEDGE_MAX_FILES_PER_UPLOAD = 2
     video = good_video(tmp_path / "in.mp4")
     client.force_login(owner)
-    files = [open(video, "rb") for _ in range(4)]
-    try:
-        page = client.post("/upload/", {"video": files}, follow=True).content.decode()
-    finally:
-        for fh in files:
-            fh.close()
+    page = post_form(client, video, 4)
     assert "At most 2 files" in page and Job.objects.filter(user=owner).count() == 2
 
 

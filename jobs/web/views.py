@@ -21,6 +21,7 @@ from jobs.serializers import JobEventSerializer, SegmentSerializer, job_payload
 from stages.errors import UnprocessableInput
 from stages.postprocess import DETECTIONS_JSON, iter_detection_frames
 
+from .api import SubmitThrottle  # the API's submission budget, shared by the form
 from .consumers import SNAPSHOT_LIMIT
 from .files import in_blocks
 
@@ -74,8 +75,6 @@ def upload(request: HttpRequest) -> HttpResponse:
     """GET: the uploader lives on the console. POST: the form's fallback for browsers without scripts."""
     if request.method == "GET":
         return redirect("console")
-    from .api import SubmitThrottle  # the API's submission budget, shared
-
     files = request.FILES.getlist("video")
     if not files:
         messages.error(request, "Choose a video file first.")
