@@ -370,9 +370,8 @@ def segment_transition(
                 dispatch_segment(segment, stage, dispatch_delay_ms, front)
             if to_status == SEGMENT_DONE:
                 fill_window(segment.job_id)
-            pushed = Job.objects.get(pk=segment.job_id)
-            transaction.on_commit(lambda: push_job(pushed))
-            job = pushed
+            # advance_job read the row after this transaction's writes to it: it is what browsers should see.
+            transaction.on_commit(lambda: push_job(job))
     return segment, job
 
 
