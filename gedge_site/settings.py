@@ -288,6 +288,13 @@ GEDGE_NMS_IOU = env_float("GEDGE_NMS_IOU", 0.45)
 # superfast: ~40% less CPU than veryfast at a higher PSNR, ~15% larger files (docs/performance.md).
 GEDGE_X264_PRESET = env_str("GEDGE_X264_PRESET", "superfast")
 GEDGE_X264_CRF = env_int("GEDGE_X264_CRF", 23)
+# Tracking (stages/tracking.py, docs/tracking.md): ByteTrack's thresholds; recorded in each job's params.
+GEDGE_TRACK_HIGH_SCORE = env_float("GEDGE_TRACK_HIGH_SCORE", 0.5)
+GEDGE_TRACK_MATCH_COST = env_float("GEDGE_TRACK_MATCH_COST", 0.8)
+GEDGE_TRACK_LOW_MATCH_IOU = env_float("GEDGE_TRACK_LOW_MATCH_IOU", 0.5)
+GEDGE_TRACK_NEW_SCORE = env_float("GEDGE_TRACK_NEW_SCORE", 0.6)
+GEDGE_TRACK_LOST_S = env_float("GEDGE_TRACK_LOST_S", 1.0)
+GEDGE_TRACK_TRAIL = env_int("GEDGE_TRACK_TRAIL", 24)
 GEDGE_MAX_ITERATIONS = env_int("GEDGE_MAX_ITERATIONS", 3)  # restarts of one segment before its job fails
 # Segments (docs/segments.md): a job's video is cut at keyframes into segments of about GEDGE_SEGMENT_S seconds,
 # each its own message through the three stages. At most GEDGE_SEGMENTS_IN_FLIGHT segments of one job are in

@@ -191,6 +191,8 @@ class Segment(models.Model):
     work_bytes = models.BigIntegerField(default=0, help_text="Bytes of frames this segment holds on storage")
     # Where each stage attempt left its output, relative to the job folder (attempt-specific names).
     artifacts = models.JSONField(default=dict, blank=True)
+    # The tracker after this segment's frames (stages/tracking.py), which the next segment continues from.
+    tracker_state = models.JSONField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -208,6 +210,54 @@ class Segment(models.Model):
     @property
     def end_frame(self) -> int:
         return self.first_frame + self.frame_count
+
+
+class Track(models.Model):
+    """One tracked object of a finished job (detections.json's ``tracks``), for the paginated, filtered API."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="tracks")
+    track_id = models.PositiveIntegerField()
+    class_name = models.CharField(max_length=100)
+    first_frame = models.PositiveIntegerField()
+    last_frame = models.PositiveIntegerField()
+    first_ms = models.FloatField()
+    last_ms = models.FloatField()
+    frames = models.PositiveIntegerField(help_text="Boxes seen")
+    score = models.FloatField(help_text="Best score")
+    path = models.JSONField(default=list, blank=True, help_text="[frame, x, y] bottom centres, sampled")
+
+    class Meta:
+        ordering = ["job", "track_id"]
+        constraints = [models.UniqueConstraint(fields=["job", "track_id"], name="unique_track_per_job")]
+        indexes = [models.Index(fields=["job", "class_name", "track_id"]), models.Index(fields=["job", "first_ms"])]
+
+    def __str__(self) -> str:
+        return f"Job {self.job_id} track {self.track_id} ({self.class_name})"
+
+
+class Region(models.Model):
+    """A counting line (two points) or zone (a polygon) of a job, in pixels of the original video; ``counts``
+    is what stages/counting.py found over the job's tracks (empty until the job has them)."""
+
+    class Kind(models.TextChoices):
+        LINE = "line"
+        ZONE = "zone"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="regions")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    points = models.JSONField(help_text="[[x, y], ...]: two for a line, 3 to 64 for a zone")
+    counts = models.JSONField(default=dict, blank=True)
+    counted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["job", "id"]
+        constraints = [models.UniqueConstraint(fields=["job", "name"], name="unique_region_name_per_job")]
+
+    def __str__(self) -> str:
+        return f"Job {self.job_id} {self.kind} {self.name}"
 
 
 class JobEvent(models.Model):

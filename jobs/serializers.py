@@ -6,7 +6,7 @@ import json
 from rest_framework import serializers
 from rest_framework.utils.encoders import JSONEncoder
 
-from .models import Job, JobEvent, Segment
+from .models import Job, JobEvent, Region, Segment, Track
 
 
 class JobEventSerializer(serializers.ModelSerializer):
@@ -23,6 +23,40 @@ class SegmentSerializer(serializers.ModelSerializer):
         fields = ["index", "first_frame", "frame_count", "start_s", "status", "iteration", "preprocess_done",
                   "inference_done", "postprocess_done", "stage_ms", "updated_at"]
         read_only_fields = fields
+
+
+class TrackSerializer(serializers.ModelSerializer):
+    """One tracked object: its class, when it was in view, how many boxes it had, its path (sampled)."""
+
+    id = serializers.IntegerField(source="track_id", read_only=True)
+    # "class" is a Python keyword: the field is declared under another name and renamed in the output
+    class_name = serializers.CharField(read_only=True)
+    duration_ms = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Track
+        fields = ["id", "class_name", "first_frame", "last_frame", "first_ms", "last_ms", "duration_ms", "frames",
+                  "score", "path"]
+        read_only_fields = fields
+
+    def get_duration_ms(self, track: Track) -> float:
+        return round(track.last_ms - track.first_ms, 1)
+
+    def to_representation(self, instance: Track) -> dict:
+        data = super().to_representation(instance)
+        return {"id": data.pop("id"), "class": data.pop("class_name"), **data}
+
+
+class RegionSerializer(serializers.ModelSerializer):
+    """A counting line (two points) or zone (3-64 points), pixels of the original video, and its counts."""
+
+    points = serializers.ListField(child=serializers.ListField(child=serializers.FloatField(), min_length=2,
+                                                               max_length=2), min_length=2, max_length=64)
+
+    class Meta:
+        model = Region
+        fields = ["id", "name", "kind", "points", "counts", "counted_at", "created_at", "updated_at"]
+        read_only_fields = ["id", "counts", "counted_at", "created_at", "updated_at"]
 
 
 class JobSerializer(serializers.ModelSerializer):

@@ -15,6 +15,7 @@ from .inference import run_inference
 from .postprocess import EncoderSettings, assemble_parts, postprocess_detections
 from .preprocess import preprocess_video
 from .segments import DEFAULT_TARGET_S, plan_segments
+from .tracking import TrackerSettings
 from .video import probe_video
 
 
@@ -26,6 +27,7 @@ def process_video_file(
     enhance: bool = False,
     encoder: EncoderSettings | None = None,
     segment_s: float = DEFAULT_TARGET_S,
+    tracking: TrackerSettings | None = None,
 ) -> dict:
     """Run preprocess -> inference -> postprocess segment by segment; returns the one-line summary as a dict."""
     out_dir = Path(out_dir)
@@ -34,7 +36,13 @@ def process_video_file(
     info = probe_video(source)
     seconds = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     peak_bytes = 0
-    parameters = {**detector.parameters, "enhance": enhance}
+    tracking = tracking or TrackerSettings()
+    parameters = {**detector.parameters, "enhance": enhance, "tracker": tracking.as_dict()}
+    tracker_state = None
+
+    def keep(state: dict) -> None:  # each segment's tracking continues from the one before
+        nonlocal tracker_state
+        tracker_state = state
     try:
         plans = plan_segments(source, segment_s)
         parts = []
@@ -49,7 +57,8 @@ def process_video_file(
             video = {"width": pre.width, "height": pre.height, "fps": pre.fps,
                      "frame_count": plans[-1].end_frame, "codec": info.codec, "format": info.format_name}
             post = postprocess_detections(source, seg_dir, seg_dir / "part", video=video, model=detector.facts,
-                                          parameters=parameters, encoder=encoder, segment=plan)
+                                          parameters=parameters, encoder=encoder, segment=plan,
+                                          tracking=tracking, tracker_state=tracker_state, on_tracked=keep)
             parts.append(seg_dir / "part")
             for name, result in (("preprocess", pre), ("inference", inf), ("postprocess", post)):
                 seconds[name] += result.seconds
@@ -65,6 +74,8 @@ def process_video_file(
         "segments": len(plans),
         "detections": result.detections,
         "per_class": result.per_class,
+        "objects": result.objects,
+        "tracks": result.tracks,
         "ms_per_frame": {name: round(value * 1000 / frames, 2) for name, value in seconds.items()},
         "peak_work_bytes": peak_bytes,
         "out": str(out_dir),

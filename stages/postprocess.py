@@ -22,6 +22,7 @@ import numpy as np
 from .errors import UnprocessableInput
 from .inference import load_detections
 from .segments import SegmentPlan, frames_of
+from .tracking import TrackerSettings, Trails, objects_per_class, summarize_tracks, track_segment
 from .video import as_fraction, frame_time_ms, to_bgr, video_fps
 
 ANNOTATED = "annotated.mp4"
@@ -54,16 +55,32 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
-def draw_boxes(image: np.ndarray, rows: np.ndarray, names: list[str]) -> None:
-    """rows: [K, 7] (frame, x1, y1, x2, y2, score, class_id), drawn in place."""
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A stable BGR colour per track: hues a golden angle apart, so neighbouring ids differ."""
+    hue = int(track_id * 137.508) % 180
+    hsv = np.uint8([[[hue, 200, 255]]])
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def draw_boxes(image: np.ndarray, rows: np.ndarray, names: list[str], track_ids: np.ndarray | None = None,
+               trails: Trails | None = None) -> None:
+    """rows: [K, 7] (frame, x1, y1, x2, y2, score, class_id), drawn in place; with ``track_ids`` coloured by
+    track, the id beside the label and the track's recent path (``trails``) behind it."""
     thickness = max(1, round(min(image.shape[:2]) / 360))
     font_scale = max(0.4, min(image.shape[:2]) / 1200)
-    for _, x1, y1, x2, y2, score, class_id in rows:
+    for k, (_, x1, y1, x2, y2, score, class_id) in enumerate(rows):
         cid = int(class_id)
-        color = class_color(cid)
+        track_id = int(track_ids[k]) if track_ids is not None else -1
+        color = track_color(track_id) if track_id >= 0 else class_color(cid)
         p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
+        if trails is not None and track_id >= 0:
+            path = np.array(trails.of(track_id), np.int32).reshape(-1, 1, 2)
+            if len(path) > 1:
+                cv2.polylines(image, [path], False, color, thickness, cv2.LINE_AA)
         cv2.rectangle(image, p1, p2, color, thickness, cv2.LINE_AA)
-        label = f"{names[cid] if cid < len(names) else cid} {score:.2f}"
+        name = names[cid] if cid < len(names) else str(cid)
+        label = f"{name} #{track_id} {score:.2f}" if track_id >= 0 else f"{name} {score:.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         top = max(p1[1], th + base + 2)
         cv2.rectangle(image, (p1[0], top - th - base - 2), (p1[0] + tw + 2, top), color, -1)
@@ -141,15 +158,17 @@ class DetectionsJsonWriter:
         self.fh.write(head[:-1] + ', "frames": [\n')
         self.first = True
 
-    def frame(self, index: int, time_ms: float, rows: np.ndarray, names: list[str]) -> None:
+    def frame(self, index: int, time_ms: float, rows: np.ndarray, names: list[str],
+              track_ids: np.ndarray | None = None) -> None:
         boxes = [
             {
                 "class": names[int(r[6])] if int(r[6]) < len(names) else str(int(r[6])),
                 "class_id": int(r[6]),
                 "score": round(float(r[5]), 4),
                 "box": [round(float(v), 1) for v in r[1:5]],
+                "track_id": int(track_ids[k]) if track_ids is not None else -1,
             }
-            for r in rows
+            for k, r in enumerate(rows)
         ]
         if not self.first:
             self.fh.write(",\n")
@@ -163,8 +182,9 @@ class DetectionsJsonWriter:
         self.first = False
         self.fh.write(text)
 
-    def close(self, summary: dict) -> None:
-        self.fh.write('\n], "summary": ' + json.dumps(summary) + "}\n")
+    def close(self, summary: dict, tracks: list[dict] | None = None) -> None:
+        tail = '\n], "tracks": ' + json.dumps(tracks) + ', "summary": ' if tracks is not None else '\n], "summary": '
+        self.fh.write(tail + json.dumps(summary) + "}\n")
         self.fh.close()
         os.replace(self.tmp, self.path)
 
@@ -185,10 +205,15 @@ def postprocess_detections(
     progress: Callable[[int, int], None] | None = None,
     progress_every: int = 16,
     segment: SegmentPlan | None = None,
+    tracking: TrackerSettings | None = None,
+    tracker_state: dict | None = None,
+    on_tracked: Callable[[dict], None] | None = None,
 ) -> PostprocessResult:
-    """Draw ``work_dir``'s detections on the source frames (``segment``'s only, where one is given), encode
-    them to ``out_dir``/annotated.mp4 and write ``out_dir``/detections.json with global frame indexes. A
-    segment's two files are a part: :func:`assemble_parts` joins the parts of a video."""
+    """Track ``work_dir``'s detections, continuing from ``tracker_state`` (the previous segment's; None for the
+    first), hand the state this segment leaves to ``on_tracked`` (so the next segment may start while this one
+    encodes), then draw the boxes, ids and trails on the source frames (``segment``'s only, where one is
+    given), encode them to ``out_dir``/annotated.mp4 and write ``out_dir``/detections.json with global frame
+    indexes. A segment's two files are a part: :func:`assemble_parts` joins the parts of a video."""
     started = time.perf_counter()
     encoder = encoder or EncoderSettings()
     out_dir = Path(out_dir)
@@ -201,6 +226,13 @@ def postprocess_detections(
     total = segment.frame_count if segment is not None else int(video.get("frame_count") or 0)
     first_frame = segment.first_frame if segment is not None else 0
     per_class: Counter[str] = Counter()
+    tracking = tracking or TrackerSettings()
+    fps = video_fps(source)
+    tracked_frames = max(total, int(frame_ids[-1]) + 1 if len(frame_ids) else 0)
+    track_ids, state_after = track_segment(rows, tracked_frames, tracking, float(fps), tracker_state)
+    if on_tracked is not None:
+        on_tracked(state_after)
+    trails = Trails(tracking.trail, (tracker_state or {}).get("trails"))
 
     video_tmp = out_dir / f".{ANNOTATED}.{os.getpid()}.tmp.mp4"
     json_writer = DetectionsJsonWriter(out_dir / DETECTIONS_JSON, {"video": video, "model": model,
@@ -208,14 +240,14 @@ def postprocess_detections(
     count = 0
     try:
         with av.open(str(video_tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
-            fps = video_fps(source)
             out_stream = None
             for index, frame in frames_of(source, segment):
                 local = index - first_frame
                 lo, hi = np.searchsorted(frame_ids, [local, local + 1])
-                frame_rows = rows[lo:hi]
+                frame_rows, frame_tracks = rows[lo:hi], track_ids[lo:hi]
                 image = to_bgr(frame)
-                draw_boxes(image, frame_rows, names)
+                trails.update(frame_rows[:, 1:5], frame_tracks)
+                draw_boxes(image, frame_rows, names, frame_tracks, trails)
                 height, width = image.shape[:2]
                 if width % 2 or height % 2:
                     image = cv2.copyMakeBorder(image, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)
@@ -229,7 +261,7 @@ def postprocess_detections(
                 out_frame.pts = local
                 for packet in out_stream.encode(out_frame):
                     dst.mux(packet)
-                json_writer.frame(index, frame_time_ms(frame, index, fps), frame_rows, names)
+                json_writer.frame(index, frame_time_ms(frame, index, fps), frame_rows, names, frame_tracks)
                 for class_id in frame_rows[:, 6].astype(np.int64):
                     per_class[names[class_id] if class_id < len(names) else str(class_id)] += 1
                 count = local + 1
@@ -264,6 +296,8 @@ class AssembledResult:
     frame_count: int
     detections: int
     per_class: dict[str, int]
+    objects: dict[str, int]
+    tracks: int
     bytes_video: int
 
 
@@ -277,7 +311,9 @@ def assemble_parts(part_dirs: list[Path], out_dir: Path, header: dict) -> Assemb
     per_class: Counter[str] = Counter()
     frames = detections = 0
     writer = DetectionsJsonWriter(out_dir / DETECTIONS_JSON, header)
-    try:
+
+    def frame_lines() -> Iterator[dict]:
+        nonlocal frames, detections
         for part in part_dirs:
             facts = read_detection_facts(part / DETECTIONS_JSON)["summary"]
             frames += facts["frames"]
@@ -285,18 +321,24 @@ def assemble_parts(part_dirs: list[Path], out_dir: Path, header: dict) -> Assemb
             per_class.update(facts["per_class"])
             for line in _frame_lines(part / DETECTIONS_JSON):
                 writer.raw_frame(line)
-        summary = {"frames": frames, "detections": detections, "per_class": dict(per_class.most_common())}
+                yield json.loads(line)
+
+    try:
+        tracks = summarize_tracks(frame_lines())
+        summary = {"frames": frames, "detections": detections, "per_class": dict(per_class.most_common()),
+                   "objects": objects_per_class(tracks), "tracks": len(tracks)}
         if len(part_dirs) == 1:  # one part: it is the result (a link: the part stays for a rerun)
             _link_or_copy(part_dirs[0] / ANNOTATED, out_dir / ANNOTATED)
         else:
             joined = join_parts([part / ANNOTATED for part in part_dirs], out_dir / ANNOTATED)
             if joined != frames:
                 raise RuntimeError(f"the joined video has {joined} frames where the parts' detections have {frames}")
-        writer.close(summary)
+        writer.close(summary, tracks)
     except BaseException:
         writer.abort()
         raise
     return AssembledResult(frame_count=frames, detections=detections, per_class=summary["per_class"],
+                           objects=summary["objects"], tracks=len(tracks),
                            bytes_video=(out_dir / ANNOTATED).stat().st_size)
 
 

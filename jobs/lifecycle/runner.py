@@ -32,11 +32,12 @@ from stages.inference import run_inference
 from stages.postprocess import EncoderSettings, postprocess_detections
 from stages.preprocess import letterbox_geometry, preprocess_video
 from stages.segments import SegmentPlan, plan_segments
+from stages.tracking import TrackerSettings
 from stages.video import probe_video
 
 from .broadcast import push_job
 from .leases import HandBack, Lease, owner_name
-from .services import MODEL_FACTS, cleanup_work, end_job, finalize_job, video_facts
+from .services import MODEL_FACTS, cleanup_work, end_job, finalize_job, tracker_settings, video_facts
 from .transitions import (
     STAGES,
     JobInterrupted,
@@ -45,6 +46,7 @@ from .transitions import (
     dispatch_plan,
     fill_window,
     record_progress,
+    record_tracked,
     segment_transition,
 )
 from .uploads import video_limits
@@ -158,10 +160,20 @@ def _inference(job: Job, segment: Segment, progress: Callable[[int, int], None])
 def _postprocess(job: Job, segment: Segment, progress: Callable[[int, int], None]) -> Fields:
     detections, out = job.job_dir / segment.artifacts["detections"], attempt_dir(job, segment, "postprocess")
     model = json.loads((detections / MODEL_FACTS).read_text())
+    previous = None
+    if segment.index > 0:  # sent only once the segment before was tracked (transitions.record_tracked)
+        previous = Segment.objects.values_list("tracker_state", flat=True).get(job_id=job.pk,
+                                                                               index=segment.index - 1)
+        if previous is None:
+            raise RuntimeError(f"segment {segment.index - 1} has not been tracked yet")
     result = postprocess_detections(
         job.source_path, detections, out, video=video_facts(job), model=model, parameters=job.params,
         encoder=EncoderSettings(preset=settings.GEDGE_X264_PRESET, crf=settings.GEDGE_X264_CRF),
         progress=progress, segment=plan_of(segment),
+        tracking=TrackerSettings.from_dict(job.params.get("tracker")) if "tracker" in job.params
+        else tracker_settings(),
+        tracker_state=previous,
+        on_tracked=lambda state: record_tracked(segment.pk, segment.attempt, state),
     )
     return ({"postprocess_done": result.frame_count, "artifacts": {**segment.artifacts, "part": _rel(job, out)}},
             {})

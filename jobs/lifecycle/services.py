@@ -14,11 +14,13 @@ from django.db import DatabaseError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from jobs.models import ACTIVE, TERMINAL, Job, JobEvent, Segment, Status, Upload
+from jobs.models import ACTIVE, TERMINAL, Job, JobEvent, Segment, Status, Track, Upload
 from stages.errors import UnprocessableInput
 from stages.postprocess import ANNOTATED, DETECTIONS_JSON, assemble_parts, read_detection_facts
+from stages.tracking import TrackerSettings
 
 from .broadcast import push_job
+from .regions import RegionError, add_regions, checked, count_job_regions
 from .transitions import StaleTransition, create_job, transition
 from .uploads import UploadTooLarge, adopt_upload, clean_original_name, discard_upload, job_type, store_upload
 
@@ -49,6 +51,14 @@ class TooManyActiveJobs(Exception):
 MODEL_FACTS = "model.json"  # what inference writes beside a segment's detections: the model's facts
 
 
+def tracker_settings() -> TrackerSettings:
+    """The tracker's parameters from the GEDGE_TRACK_* settings; recorded in each job's params at submit."""
+    return TrackerSettings(high_score=settings.GEDGE_TRACK_HIGH_SCORE, match_cost=settings.GEDGE_TRACK_MATCH_COST,
+                           low_match_iou=settings.GEDGE_TRACK_LOW_MATCH_IOU,
+                           new_track_score=settings.GEDGE_TRACK_NEW_SCORE, lost_s=settings.GEDGE_TRACK_LOST_S,
+                           trail=settings.GEDGE_TRACK_TRAIL)
+
+
 def video_facts(job: Job) -> dict[str, Any]:
     """The video facts of detections.json."""
     return {"width": job.width, "height": job.height, "fps": job.fps, "frame_count": job.frame_count,
@@ -73,10 +83,20 @@ def finalize_job(job: Job) -> Job:
             os.replace(staging / path.name, path)
         shutil.rmtree(staging, ignore_errors=True)
     cleanup_work(job)
-    summary = read_detection_facts(job.result_dir / DETECTIONS_JSON)["summary"]
-    return transition(job.pk, Status.POSTPROCESSING_COMPLETE, Status.EXIT, message="results ready",
-                      fields={"summary": {"detections": summary["detections"], "per_class": summary["per_class"]},
-                              "result_bytes": sum(path.stat().st_size for path in results)})
+    facts = read_detection_facts(job.result_dir / DETECTIONS_JSON)
+    summary, tracks = facts["summary"], facts.get("tracks", [])
+    with transaction.atomic():
+        Track.objects.filter(job=job).delete()
+        Track.objects.bulk_create([
+            Track(job=job, track_id=t["id"], class_name=t["class"], first_frame=t["first_frame"],
+                  last_frame=t["last_frame"], first_ms=t["first_ms"], last_ms=t["last_ms"], frames=t["frames"],
+                  score=t["score"], path=t["path"]) for t in tracks], batch_size=1000)
+        count_job_regions(job)
+        return transition(job.pk, Status.POSTPROCESSING_COMPLETE, Status.EXIT, message="results ready",
+                          fields={"summary": {"detections": summary["detections"], "per_class": summary["per_class"],
+                                              "objects": summary.get("objects", {}),
+                                              "tracks": summary.get("tracks", 0)},
+                                  "result_bytes": sum(path.stat().st_size for path in results)})
 
 
 def cleanup_work(job: Job) -> None:
@@ -178,7 +198,8 @@ def _check_active_cap(user) -> None:
         raise TooManyActiveJobs(limit)
 
 
-def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False) -> tuple[Job, bool]:
+def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False,
+               regions: list[dict] | None = None) -> tuple[Job, bool]:
     """Store and probe an upload and create its job; (existing job, False) for a repeated client_token.
 
     Raises TooManyActiveJobs where the user is at GEDGE_MAX_ACTIVE_JOBS_PER_USER, QuotaExceeded past
@@ -190,13 +211,17 @@ def submit_job(user, uploaded, *, client_token: str = "", enhance: bool = False)
     _check_quota(user, uploaded.size or 0)
     _check_queue_reachable()
     path, info, size = store_upload(user.pk, uploaded)
-    return _create_job(user, path, info, size, clean_original_name(uploaded.name or ""), client_token, enhance)
+    return _create_job(user, path, info, size, clean_original_name(uploaded.name or ""), client_token, enhance,
+                       regions=regions)
 
 
 def _create_job(user, path: str, info, size: int, name: str, client_token: str, enhance: bool,
-                upload: Upload | None = None) -> tuple[Job, bool]:
-    """The job of a stored, probed upload (``path`` relative to MEDIA_ROOT), under the user's caps."""
+                upload: Upload | None = None, regions: list[dict] | None = None) -> tuple[Job, bool]:
+    """The job of a stored, probed upload (``path`` relative to MEDIA_ROOT), under the user's caps, with its
+    counting lines and zones (checked against the video's size; RegionError where one does not fit)."""
     try:
+        for spec in regions or ():
+            checked((info.width, info.height), spec.get("name"), spec.get("kind"), spec.get("points"))
         with transaction.atomic():
             _lock_user(user)
             _check_active_cap(user)
@@ -204,11 +229,14 @@ def _create_job(user, path: str, info, size: int, name: str, client_token: str, 
             job = create_job(
                 user=user, path=path, type=job_type(name, info), original_name=name, size_bytes=size,
                 client_token=client_token, width=info.width, height=info.height, fps=info.fps,
-                frame_count=info.frame_count, duration_s=info.duration_s, params={"enhance": enhance},
+                frame_count=info.frame_count, duration_s=info.duration_s,
+                params={"enhance": enhance, "tracker": tracker_settings().as_dict()},
             )
+            if regions:
+                add_regions(job, regions, record=False)
             if upload is not None:
                 Upload.objects.filter(pk=upload.pk).update(job=job)
-    except (TooManyActiveJobs, QuotaExceeded, DatabaseError):  # IntegrityError included; an outage: no stray file
+    except (TooManyActiveJobs, QuotaExceeded, RegionError, DatabaseError):  # IntegrityError included: no stray file
         discard_upload(path)
         if client_token:  # the same token raced in from a parallel request: that one's job is the answer
             existing = Job.objects.filter(user=user, client_token=client_token).first()

@@ -12,7 +12,10 @@ own. Segment transitions (anything else raises IllegalTransition):
     any but Postprocessing_complete -> Failed | Cancelled (its job ended)
 
 A segment entering a *ready* status (Enqueue when dispatched, Preprocessing_complete, Inferencing_complete)
-sends its next stage's message after commit. Every segment change is a JobEvent with ``segment`` set.
+sends its next stage's message after commit, with one exception: tracking runs over the video in frame order,
+so a segment's postprocessing waits (no message yet) until the segment before it has been tracked, which is
+the first step of that segment's postprocessing (:func:`record_tracked` then sends it). Every segment change
+is a JobEvent with ``segment`` set.
 
 The job's status is derived from its segments by one rule, applied in the same transaction as every segment
 change (:func:`advance_job`): **the job is in the earliest stage that not all of its segments have
@@ -366,13 +369,43 @@ def segment_transition(
         if job is not None:
             stage = STAGE_BY_READY.get(to_status)
             if stage is not None and (to_status != Status.ENQUEUE or from_status in STAGE_BY_RUNNING):
-                front = dispatch_front or goes_first(job_id, stage)
-                dispatch_segment(segment, stage, dispatch_delay_ms, front)
+                if stage.name == "postprocess" and not _previous_tracked(segment):
+                    Segment.objects.filter(pk=segment.pk).update(message_id="", dispatched_at=None)
+                else:
+                    front = dispatch_front or goes_first(job_id, stage)
+                    dispatch_segment(segment, stage, dispatch_delay_ms, front)
             if to_status == SEGMENT_DONE:
                 fill_window(segment.job_id)
             # advance_job read the row after this transaction's writes to it: it is what browsers should see.
             transaction.on_commit(lambda: push_job(job))
     return segment, job
+
+
+def _previous_tracked(segment: Segment) -> bool:
+    return segment.index == 0 or Segment.objects.filter(
+        job_id=segment.job_id, index=segment.index - 1, tracker_state__isnull=False).exists()
+
+
+def record_tracked(segment_id: int, attempt: int, state: dict) -> None:
+    """Store the tracker state a segment's postprocessing left (fenced by its attempt, else JobInterrupted)
+    and send the next segment's postprocessing where it was waiting for it. A retried attempt stores the same
+    state again (tracking is deterministic) and sends nothing twice."""
+    try:
+        job_id = _job_of(segment_id)
+    except StaleTransition as exc:
+        raise JobInterrupted(str(exc)) from exc
+    postprocess = STAGES["postprocess"]
+    with transaction.atomic():
+        _lock_job(job_id)
+        changed = Segment.objects.filter(pk=segment_id, status=postprocess.running, attempt=attempt).update(
+            tracker_state=state, heartbeat_at=timezone.now())
+        if changed != 1:
+            raise JobInterrupted(f"segment {segment_id} is no longer {postprocess.running} at attempt {attempt}")
+        index = Segment.objects.filter(pk=segment_id).values_list("index", flat=True).get()
+        waiting = Segment.objects.filter(job_id=job_id, index=index + 1, status=postprocess.ready, message_id="",
+                                         job__status__in=list(ACTIVE)).first()
+        if waiting is not None:
+            dispatch_segment(waiting, postprocess, front=goes_first(job_id, postprocess))
 
 
 def record_progress(segment_id: int, running: str, attempt: int, fields: dict[str, Any]) -> Job:

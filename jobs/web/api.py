@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from itertools import takewhile
 
 from django.conf import settings
-from django.http import HttpResponse, HttpResponseNotModified
+from django.http import HttpResponse, HttpResponseNotModified, StreamingHttpResponse
 from django.utils.http import parse_etags
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, parsers, serializers, status, viewsets
+from rest_framework import mixins, parsers, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 
+from jobs.lifecycle.regions import RegionError, add_regions, change_region, delete_region
 from jobs.lifecycle.services import (
     ActionNotAllowed,
     QuotaExceeded,
@@ -23,13 +25,21 @@ from jobs.lifecycle.services import (
     submit_job,
 )
 from jobs.lifecycle.uploads import UploadTooLarge
-from jobs.models import Job, Status
-from jobs.serializers import SHAPE_COLUMNS, JobEventSerializer, JobSerializer, SegmentSerializer
+from jobs.models import Job, Region, Status
+from jobs.serializers import (
+    SHAPE_COLUMNS,
+    JobEventSerializer,
+    JobSerializer,
+    RegionSerializer,
+    SegmentSerializer,
+    TrackSerializer,
+)
 from stages.errors import UnprocessableInput
+from stages.exports import coco_chunks, mot_lines
 from stages.postprocess import ANNOTATED, DETECTIONS_JSON, iter_detection_frames, read_detection_facts
 
 from .api_errors import ApiError
-from .files import ranged_file_response
+from .files import in_blocks, ranged_file_response
 from .upload_limit import SizeLimitUploadHandler
 
 # Polling clients revalidate instead of downloading the same job again: every read of a job or a page carries
@@ -93,16 +103,59 @@ def refused_submission(exc: Exception) -> ApiError:
         return ApiError("too_many_active_jobs", str(exc), status.HTTP_429_TOO_MANY_REQUESTS)
     if isinstance(exc, QuotaExceeded):
         return ApiError("quota_exceeded", str(exc), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, RegionError):
+        return ApiError("invalid_region", str(exc))
     raise TypeError(f"not a refused submission: {exc!r}")
 
 
-REFUSED = (UploadTooLarge, UnprocessableInput, TooManyActiveJobs, QuotaExceeded)
+REFUSED = (UploadTooLarge, UnprocessableInput, TooManyActiveJobs, QuotaExceeded, RegionError)
 
 
 class SubmitSerializer(serializers.Serializer):
     video = serializers.FileField()
     client_token = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
     enhance = serializers.BooleanField(required=False, default=False)
+    regions = serializers.JSONField(required=False, binary=True, default=list, help_text=(
+        'Counting lines and zones, as JSON: [{"name": "door", "kind": "line", "points": [[x, y], [x, y]]}, '
+        '{"name": "lot", "kind": "zone", "points": [[x, y], ...]}], pixels of the original video'))
+
+    def validate_regions(self, value):
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise serializers.ValidationError("a list of {name, kind, points} objects")
+        return value
+
+
+class _ExportRenderer(renderers.BaseRenderer):
+    """Selects an export by ``?format=`` (DRF's format override); the export itself is streamed by the view,
+    so what this renders is only an error's JSON body."""
+
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(data).encode()
+
+
+class MotRenderer(_ExportRenderer):
+    media_type, format = "text/plain", "mot"
+
+
+class CocoRenderer(_ExportRenderer):
+    media_type, format = "application/json", "coco"
+
+
+def _tracks_filtered(request, tracks):
+    """?class=person&from_ms=1000&to_ms=5000: tracks of that class in view at some time in that window."""
+    wanted = request.query_params.get("class")
+    if wanted:
+        tracks = tracks.filter(class_name=wanted)
+    for name, lookup in (("from_ms", "last_ms__gte"), ("to_ms", "first_ms__lte")):
+        value = request.query_params.get(name)
+        if value is not None:
+            try:
+                tracks = tracks.filter(**{lookup: float(value)})
+            except ValueError:
+                raise ApiError("invalid_range", f"{name} must be a number of milliseconds") from None
+    return tracks
 
 
 @extend_schema_view(list=extend_schema(parameters=[
@@ -166,7 +219,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         try:
             job, created = submit_job(request.user, form.validated_data["video"],
                                       client_token=form.validated_data["client_token"],
-                                      enhance=form.validated_data["enhance"])
+                                      enhance=form.validated_data["enhance"], regions=form.validated_data["regions"])
         except REFUSED as exc:
             raise refused_submission(exc) from None
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
@@ -209,6 +262,77 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         if "summary" in facts:
             doc["summary"] = facts["summary"]
         return Response(doc)
+
+    @extend_schema(parameters=[OpenApiParameter("class", str, description="only tracks of this class"),
+                               OpenApiParameter("from_ms", float, description="in view at or after this time"),
+                               OpenApiParameter("to_ms", float, description="in view at or before this time")],
+                   responses=TrackSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def tracks(self, request, pk=None):
+        """The job's tracked objects (one per identity), by id, paginated; empty until the job reaches Exit."""
+        tracks = _tracks_filtered(request, self.get_object().tracks.order_by("track_id"))
+        page = self.paginate_queryset(tracks)
+        return self.get_paginated_response(TrackSerializer(page, many=True).data)
+
+    @extend_schema(methods=["GET"], responses=RegionSerializer(many=True))
+    @extend_schema(methods=["POST"], request=RegionSerializer, responses={201: RegionSerializer})
+    @action(detail=True, methods=["get", "post"])
+    def regions(self, request, pk=None):
+        """The job's counting lines and zones; POST adds one and counts it over the stored tracks at once."""
+        if request.method == "GET":
+            return Response(RegionSerializer(self.get_object().regions.all(), many=True).data)
+        form = RegionSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            region, = add_regions(self._changeable(), [form.validated_data])
+        except RegionError as exc:
+            raise ApiError("invalid_region", str(exc)) from None
+        return Response(RegionSerializer(region).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(methods=["GET"], responses=RegionSerializer)
+    @extend_schema(methods=["PATCH"], request=RegionSerializer, responses=RegionSerializer)
+    @extend_schema(methods=["DELETE"], responses={204: None})
+    @action(detail=True, methods=["get", "patch", "delete"], url_path=r"regions/(?P<region_id>[0-9]+)")
+    def region(self, request, pk=None, region_id=None):
+        """One line or zone: PATCH changes its name, kind or points and recounts it; DELETE removes it."""
+        job = self.get_object() if request.method == "GET" else self._changeable()
+        region = Region.objects.filter(job=job, pk=region_id).select_related("job").first()
+        if region is None:
+            raise ApiError("not_found", "no such line or zone on this job", status.HTTP_404_NOT_FOUND)
+        if request.method == "GET":
+            return Response(RegionSerializer(region).data)
+        if request.method == "DELETE":
+            delete_region(region)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        form = RegionSerializer(region, data=request.data, partial=True)
+        form.is_valid(raise_exception=True)
+        try:
+            region = change_region(region, **{k: form.validated_data.get(k) for k in ("name", "kind", "points")})
+        except RegionError as exc:
+            raise ApiError("invalid_region", str(exc)) from None
+        return Response(RegionSerializer(region).data)
+
+    @extend_schema(parameters=[OpenApiParameter("format", str, enum=["mot", "coco"], required=True,
+                                                description="mot: MOT Challenge text; coco: COCO JSON")],
+                   responses={(200, "text/plain"): bytes, (200, "application/json"): bytes})
+    @action(detail=True, methods=["get"], renderer_classes=[renderers.JSONRenderer, MotRenderer, CocoRenderer])
+    def export(self, request, pk=None, format=None):
+        """The tracks as MOT Challenge text (``?format=mot``) or a COCO JSON document (``?format=coco``: the
+        frames as images, tracks as instance ids), streamed."""
+        chosen = request.accepted_renderer.format
+        if chosen not in ("mot", "coco"):
+            raise ApiError("invalid_format", "ask for ?format=mot or ?format=coco")
+        path = self._result(DETECTIONS_JSON)
+        if chosen == "mot":
+            body, kind, name = mot_lines(iter_detection_frames(path)), "text/plain; charset=utf-8", "mot.txt"
+        else:
+            facts = read_detection_facts(path)
+            video = {**facts["video"], "name": self.get_object().original_name}
+            body = coco_chunks(lambda: iter_detection_frames(path), video, facts["model"]["class_names"])
+            kind, name = "application/json", "coco.json"
+        response = StreamingHttpResponse(in_blocks(body), content_type=kind)
+        response["Content-Disposition"] = f'attachment; filename="job-{pk}-{name}"'
+        return response
 
     @extend_schema(responses={(200, "video/mp4"): bytes, (206, "video/mp4"): bytes})
     @action(detail=True, methods=["get"])

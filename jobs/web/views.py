@@ -28,7 +28,7 @@ from .files import in_blocks
 CONSOLE_LIMIT = SNAPSHOT_LIMIT  # the page shows what the socket's snapshot would, so a reconnect changes nothing
 CHART_MAX_POINTS = 400  # enough for a smooth line, small enough to draw instantly on a phone
 CHART_MAX_CLASSES = 8  # the rest are summed into "other" so the legend stays readable
-CSV_COLUMNS = ["frame", "time_ms", "class", "class_id", "score", "x1", "y1", "x2", "y2"]
+CSV_COLUMNS = ["frame", "time_ms", "class", "class_id", "score", "x1", "y1", "x2", "y2", "track_id"]
 
 
 def _visible_job(request: HttpRequest, pk: int) -> Job:
@@ -207,13 +207,13 @@ def _csv_rows(path: Path) -> Iterator[str]:
     for frame in iter_detection_frames(path):
         for box in frame["boxes"]:
             yield writer.writerow([frame["index"], frame["time_ms"], box["class"], box["class_id"], box["score"],
-                                   *box["box"]])
+                                   *box["box"], box.get("track_id", -1)])
 
 
 @login_required
 @require_GET
 def job_detections_csv(request: HttpRequest, pk: int) -> HttpResponse:
-    """One row per box: frame, time, class, score and the box in original pixels (spreadsheet-friendly)."""
+    """One row per box: frame, time, class, score, the box in original pixels and its track (spreadsheet-friendly)."""
     job = _visible_job(request, pk)
     try:
         path = _detections_path(job)
