@@ -234,3 +234,40 @@ def street_with_keyframes(path: Path, every: int = 15, width: int = 640, height:
                     dst.mux(stream.encode(out))
         dst.mux(stream.encode())
     return path
+
+
+PERSON_BOX = (91, 265, 170, 511)  # a person in street.mp4's first frame (x1, y1, x2, y2), found by the shared model
+
+
+def walking_people(path: Path, street: Path, frames: int = 50, fps: int = 10, size=(640, 360),
+                   keyframe_every: int = 10) -> tuple[Path, list]:
+    """Two real people (the same crop of street.mp4, the second mirrored) pasted on a plain background, walking
+    across the frame in opposite directions on straight paths at different heights. Returns the video and the
+    ground truth: [(frame, person 1 or 2, (x1, y1, x2, y2))]. A keyframe every ``keyframe_every`` frames, so
+    segments can be cut there."""
+    with av.open(str(street)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    x1, y1, x2, y2 = PERSON_BOX
+    crop = first[y1:y2, x1:x2]
+    crop = crop[::2, ::2]  # half size: 40 x 123
+    h, w = crop.shape[:2]
+    width, height = size
+    truth = []
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"g": str(keyframe_every), "keyint_min": str(keyframe_every), "sc_threshold": "0"}
+        for i in range(frames):
+            image = np.full((height, width, 3), 128, np.uint8)
+            image[:, :, 2] = np.linspace(90, 170, width, dtype=np.uint8)[None, :]
+            t = i / (frames - 1)
+            for person, (x, y, picture) in enumerate(
+                    ((int(20 + t * (width - w - 40)), 40, crop),
+                     (int(width - w - 20 - t * (width - w - 40)), 200, crop[:, ::-1])), start=1):
+                image[y : y + h, x : x + w] = picture
+                truth.append((i, person, (x, y, x + w, y + h)))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path, truth

@@ -135,6 +135,11 @@ def test_a_multi_segment_job_passes_the_eight_statuses_in_order_with_the_boxes_o
     straight = json.loads((tmp_path / "alone" / "detections.json").read_text())
     assert [f["index"] for f in doc["frames"]] == list(range(84))
     assert doc["frames"] == straight["frames"] and doc["summary"] == straight["summary"]
+    # ... and the same tracks: the tracker's state passed from segment to segment, so ids run on across the
+    # cuts (every 15 frames) as they do in one pass.
+    assert doc["tracks"] == straight["tracks"] and doc["summary"]["objects"]["person"] > 0
+    assert any(t["first_frame"] < 15 <= t["last_frame"] for t in doc["tracks"])
+    assert all(b["track_id"] > 0 for f in doc["frames"] for b in f["boxes"] if b["score"] >= 0.6)
     assert job.summary["detections"] == straight["summary"]["detections"] > 0
     import av
 

@@ -61,6 +61,16 @@ def test_street_through_separate_worker_processes(api, media_root, processes, re
     assert job.started_at and job.ended_at and job.ended_at > job.started_at
     doc = assert_results(job.result_dir)
     assert doc["summary"]["detections"] == job.summary["detections"]
+    # Objects, not boxes: far fewer person tracks than person boxes, most of them seen for more than a few
+    # frames; every box carries its track id (-1: a faint box that continues no object).
+    people = job.tracks.filter(class_name="person")
+    boxes = job.summary["per_class"]["person"]
+    print(f"person tracks {people.count()} for {boxes} person boxes; {people.filter(frames__gte=5).count()} "
+          f"seen in 5 frames or more; objects {job.summary['objects']}")
+    assert 0 < people.count() * 20 < boxes and people.filter(frames__gte=5).count() > 0.75 * people.count()
+    assert job.summary["objects"]["person"] == people.count() == len(
+        [t for t in doc["tracks"] if t["class"] == "person"])
+    assert all(isinstance(b["track_id"], int) for f in doc["frames"] for b in f["boxes"])
     assert not job.work_dir.exists(), "intermediate files must be deleted"
     events = api.get(f"/api/jobs/{job_id}/events/").json()
     assert [e["to_status"] for e in events] == list(PIPELINE)
