@@ -31,7 +31,7 @@ from .media import STREET, frame_count, looped_clip
 from .service import BENCH_USER, ROOT, Bench, Service, SocketClient, default_model, push_delay_s
 from .stats import WRK_SCRIPT, cpu_count, parse_wrk, ratio, summary_ms
 
-SECTIONS = ("throughput", "latency", "memory", "levers", "segments")
+SECTIONS = ("throughput", "latency", "memory", "levers", "segments", "tracking")
 
 
 def out(line: str = "") -> None:
@@ -529,6 +529,10 @@ def main(argv: list[str] | None = None) -> int:
             results["segments"] = run_segments(bench, cfg, out)
         finally:
             bench.close()
+    if "tracking" in sections:
+        from .tracking import run_tracking
+
+        results["tracking"] = run_tracking(cfg.video, default_model(), quick=cfg.quick, out=out)
     if "levers" in sections:
         from .levers import run_levers
 

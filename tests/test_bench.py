@@ -229,3 +229,13 @@ def test_the_long_video_segments_and_the_figures_around_it(tmp_path):
     assert unsegmented_bytes(10, 16, 16) == 10 * 16 * 16 * 3, "never scaled up"
     assert cpu_layout(2) == {"cpu-1": ("preprocess", "postprocess"), "cpu-2": ("preprocess", "postprocess"),
                              "inference": ("inference",)}
+
+
+def test_the_tracking_section_prints_the_tracker_against_postprocessing():
+    from bench.tracking import run_tracking
+
+    lines = []
+    result = run_tracking(STREET, str(MODEL), quick=True, out=lines.append)
+    assert result["frames"] == 84 and result["tracker_ms_per_frame"] > 0 and result["postprocess_ms_per_frame"] > 0
+    assert 0 < result["objects"]["person"] < result["per_class"]["person"]
+    assert any("tracker" in line and "% of it" in line for line in lines)
