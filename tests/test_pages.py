@@ -40,7 +40,8 @@ def finished_job(user, frames: list[list[str]], fps: float = 10.0, **fields) -> 
         "video": {"fps": fps, "frame_count": len(frames), "width": 64, "height": 48},
         "frames": [
             {"index": i, "time_ms": round(i * 1000 / fps, 3),
-             "boxes": [{"class": n, "class_id": CLASS_IDS[n], "score": 0.5 + k / 100, "box": [k, 2.5, k + 10, 20]}
+             "boxes": [{"class": n, "class_id": CLASS_IDS[n], "score": 0.5 + k / 100, "box": [k, 2.5, k + 10, 20],
+                        "track_id": k + 1 if n != "dog" else -1}  # dogs are faint boxes of no track
                        for k, n in enumerate(names)]}
             for i, names in enumerate(frames)
         ],
@@ -226,10 +227,10 @@ def test_detections_csv_has_one_row_per_box(client, owner, other):
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     assert f'filename="job-{job.pk}-detections.csv"' in response["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(content_of(response).decode())))
-    assert rows[0] == ["frame", "time_ms", "class", "class_id", "score", "x1", "y1", "x2", "y2"]
-    assert rows[1:] == [["0", "0.0", "person", "0", "0.5", "0", "2.5", "10", "20"],
-                        ["0", "0.0", "car", "2", "0.51", "1", "2.5", "11", "20"],
-                        ["2", "500.0", "dog", "16", "0.5", "0", "2.5", "10", "20"]]
+    assert rows[0] == ["frame", "time_ms", "class", "class_id", "score", "x1", "y1", "x2", "y2", "track_id"]
+    assert rows[1:] == [["0", "0.0", "person", "0", "0.5", "0", "2.5", "10", "20", "1"],
+                        ["0", "0.0", "car", "2", "0.51", "1", "2.5", "11", "20", "2"],
+                        ["2", "500.0", "dog", "16", "0.5", "0", "2.5", "10", "20", "-1"]]
     assert login(client, other).get(f"/jobs/{job.pk}/detections.csv").status_code == 404
 
 

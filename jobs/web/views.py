@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -14,10 +15,11 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from jobs.lifecycle.regions import RegionError
 from jobs.lifecycle.services import QuotaExceeded, TooManyActiveJobs, submit_job
 from jobs.lifecycle.uploads import UploadTooLarge
 from jobs.models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Status
-from jobs.serializers import JobEventSerializer, SegmentSerializer, job_payload
+from jobs.serializers import JobEventSerializer, RegionSerializer, SegmentSerializer, job_payload
 from stages.errors import UnprocessableInput
 from stages.postprocess import DETECTIONS_JSON, iter_detection_frames
 
@@ -78,6 +80,11 @@ def upload(request: HttpRequest) -> HttpResponse:
     files = request.FILES.getlist("video")
     if not files:
         messages.error(request, "Choose a video file first.")
+    try:
+        regions = _form_regions(request.POST.get("regions", ""))
+    except ValueError as exc:
+        messages.error(request, f"Counting lines and zones: {exc}; nothing was uploaded.")
+        return redirect("console")
     limit = settings.GEDGE_MAX_FILES_PER_UPLOAD
     if len(files) > limit:
         messages.error(request, f"At most {limit} files at a time; the first {limit} were taken.")
@@ -89,8 +96,10 @@ def upload(request: HttpRequest) -> HttpResponse:
                            f"{math.ceil(throttle.wait() or 1)} s.")
             break
         try:
-            job, _ = submit_job(request.user, uploaded, enhance=bool(request.POST.get("enhance")))
+            job, _ = submit_job(request.user, uploaded, enhance=bool(request.POST.get("enhance")), regions=regions)
             messages.success(request, f"{job.original_name}: job #{job.pk} queued.")
+        except RegionError as exc:
+            messages.error(request, f"{uploaded.name}: not queued, {exc}.")
         except UnprocessableInput as exc:
             messages.error(request, f"{uploaded.name}: not a usable video ({exc}).")
         except UploadTooLarge:
@@ -98,6 +107,19 @@ def upload(request: HttpRequest) -> HttpResponse:
         except (TooManyActiveJobs, QuotaExceeded) as exc:
             messages.error(request, f"{uploaded.name}: {exc}")
     return redirect("console")
+
+
+def _form_regions(text: str) -> list[dict]:
+    """The form's counting lines and zones: a JSON list of {name, kind, points} (checked further by submit_job)."""
+    if not text.strip():
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError('a list of {"name": ..., "kind": "line" or "zone", "points": [[x, y], ...]} is expected')
+    return value
 
 
 @login_required
@@ -109,17 +131,23 @@ def job_page(request: HttpRequest, pk: int) -> HttpResponse:
         (job_events if event.segment is None else segment_events).append(event)
     segments = SegmentSerializer(job.segments.all(), many=True).data
     per_class = sorted((job.summary or {}).get("per_class", {}).items(), key=lambda item: (-item[1], item[0]))
+    objects = sorted((job.summary or {}).get("objects", {}).items(), key=lambda item: (-item[1], item[0]))
+    # Drawing lines and zones changes the job: its owner, or whoever may change anyone's (as for cancel/retry).
+    can_edit = job.user_id == request.user.pk or request.user.has_perm("jobs.change_job")
     context = {
         "job": job,
         "job_events": job_events,
         "segment_events": segment_events,
         "per_class": per_class,
+        "objects": objects,
+        "can_edit_regions": can_edit,
         "results_ready": job.status == Status.EXIT and (job.result_dir / DETECTIONS_JSON).exists(),
         "can_cancel": job.status not in TERMINAL,
         "can_retry": job.status in (Status.FAILED, Status.CANCELLED),
         "initial": {"job": job_payload(job), "segments": segments,
                     "timelines": {job.pk: JobEventSerializer(job_events, many=True).data},
-                    "segmentEvents": JobEventSerializer(segment_events, many=True).data},
+                    "segmentEvents": JobEventSerializer(segment_events, many=True).data,
+                    "regions": RegionSerializer(job.regions.all(), many=True).data, "canEditRegions": can_edit},
         "config": _page_config(request),
     }
     return render(request, "jobs/job.html", context)
@@ -146,13 +174,19 @@ def _not_ready(exc: _NotReady) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": str(exc)}}, status=status)
 
 
+def _track_of(box: dict) -> int | None:
+    track = box.get("track_id")
+    return track if isinstance(track, int) and track >= 0 else None
+
+
 @login_required
 @require_GET
 def job_chart(request: HttpRequest, pk: int) -> JsonResponse:
     """Detections per class over time, averaged over buckets of frames so long videos stay light to draw.
 
     {"bucket_frames": n, "t": [seconds],
-     "series": [{"class": name, "class_id": id, "total": boxes, "values": [objects per frame]}]}
+     "series": [{"class": name, "class_id": id, "total": boxes, "values": [objects per frame]}],
+     "objects": [distinct tracks seen in the bucket]}  ("objects" only where the boxes carry track ids)
     """
     job = _visible_job(request, pk)
     try:
@@ -160,12 +194,13 @@ def job_chart(request: HttpRequest, pk: int) -> JsonResponse:
     except _NotReady as exc:
         return _not_ready(exc)
     # Two passes over the frames, one at a time from disk: the classes first, then the buckets.
-    frames, totals, class_ids = 0, Counter(), {}
+    frames, totals, class_ids, tracked = 0, Counter(), {}, False
     for frame in iter_detection_frames(path):
         frames += 1
         for box in frame["boxes"]:
             totals[box["class"]] += 1
             class_ids.setdefault(box["class"], box["class_id"])
+            tracked = tracked or _track_of(box) is not None
     bucket = max(1, math.ceil(frames / CHART_MAX_POINTS))
     shown = [name for name, _ in totals.most_common(CHART_MAX_CLASSES)]
     other = len(totals) > len(shown)
@@ -173,11 +208,15 @@ def job_chart(request: HttpRequest, pk: int) -> JsonResponse:
     times: list[float] = []
     values: dict[str, list[float]] = {name: [] for name in names}
     counts: Counter[str] = Counter()
+    objects: list[int] = []
+    in_view: set[int] = set()  # the tracks seen in the bucket being filled: the only memory kept per bucket
 
     def close_bucket(size: int) -> None:
         for name in names:
             values[name].append(round(counts[name] / size, 3))
         counts.clear()
+        objects.append(len(in_view))
+        in_view.clear()
 
     for position, frame in enumerate(iter_detection_frames(path)):
         if position % bucket == 0:
@@ -186,12 +225,17 @@ def job_chart(request: HttpRequest, pk: int) -> JsonResponse:
             times.append(round(frame["time_ms"] / 1000, 3))
         for box in frame["boxes"]:
             counts[box["class"] if box["class"] in values else "other"] += 1
+            if (track := _track_of(box)) is not None:
+                in_view.add(track)
     if frames:
         close_bucket(frames - (len(times) - 1) * bucket)
     series = [{"class": name, "class_id": class_ids.get(name) if name in shown else None,
                "total": totals[name] if name in shown else sum(n for c, n in totals.items() if c not in shown),
                "values": values[name]} for name in names]
-    return JsonResponse({"bucket_frames": bucket, "t": times, "series": series})
+    body = {"bucket_frames": bucket, "t": times, "series": series}
+    if tracked:
+        body["objects"] = objects
+    return JsonResponse(body)
 
 
 class _Echo:

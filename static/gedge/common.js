@@ -40,6 +40,12 @@
       if (m < 60) return `${m} min ${Math.round(s % 60)} s`;
       return `${Math.floor(m / 60)} h ${m % 60} min`;
     },
+    // A position in a video: 0:07.4, 1:02:03.0.
+    clock(ms) {
+      const s = Math.max(0, ms || 0) / 1000;
+      const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), rest = (s % 60).toFixed(1).padStart(4, "0");
+      return h ? `${h}:${String(m).padStart(2, "0")}:${rest}` : `${m}:${rest}`;
+    },
     bytes(n) {
       const units = ["B", "KB", "MB", "GB", "TB"];
       let i = 0;
@@ -121,8 +127,29 @@
   // --- timelines: when each of the eight statuses was reached, from the job's events (JobEvent rows) ---
 
   // /events/ holds the job's own status changes (segment null) and its segments' (segment = index): the
-  // job's stepper and timeline read only the former.
-  function jobEvents(events) { return events.filter((e) => e.segment == null); }
+  // job's stepper and timeline read only the former. Notes that change no status (a counting line added:
+  // from_status == to_status) are left out of them too.
+  function jobEvents(events) { return events.filter((e) => e.segment == null && e.from_status !== e.to_status); }
+
+  // --- what a finished job found: "18 people, 9 cars, 1 bus" from summary.objects (distinct tracks per class) ---
+
+  const PLURALS = { person: "people", mouse: "mice", knife: "knives", sheep: "sheep", skis: "skis", scissors: "scissors" };
+  function plural(name, n) {
+    if (n === 1) return name;
+    return PLURALS[name] || (/(s|x|z|ch|sh)$/.test(name) ? `${name}es` : `${name}s`);
+  }
+  // Most first, then by name (the database's JSON keeps no key order).
+  const byCount = (counts) => Object.entries(counts || {}).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+  function objectsText(summary) {
+    const objects = byCount(summary && summary.objects);
+    if (!objects.length) return summary && summary.objects ? "no objects" : "";
+    return objects.map(([name, n]) => `${n} ${plural(name, n)}`).join(", ");
+  }
+  function boxesText(summary) {
+    const perClass = byCount(summary && summary.per_class);
+    if (!summary || summary.detections == null) return "";
+    return `${summary.detections} boxes${perClass.length ? ": " + perClass.map(([c, n]) => `${c} ${n}`).join(", ") : ""}`;
+  }
 
   function reachedAt(events) {
     const at = {};
@@ -232,5 +259,5 @@
 
   window.Gedge = { config, PIPELINE, TERMINAL, STAGES, csrfToken, el, fmt, stageText, stageBars, fillStageBars,
     segmentsText, durationMs, VersionStore, TimelineCache, renderStepper, reachedAt, jobEvents, fetchJSON, fetchEvents,
-    connectJobs };
+    connectJobs, plural, byCount, objectsText, boxesText };
 })();

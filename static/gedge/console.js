@@ -27,7 +27,7 @@
       cell("status", "Status", el("span", { class: "badge" }),
         el("details", { class: "timeline" }, el("summary", {}, stepper), el("table", { class: "timeline-table" }, el("tbody")))),
       cell("progress", "Progress", el("progress", { class: "overall", max: 1 }), el("small", { class: "stage muted" }),
-        G.stageBars(false), el("small", { class: "seg-count muted", hidden: true })),
+        G.stageBars(false), el("small", { class: "seg-count muted", hidden: true }), el("small", { class: "objects", hidden: true })),
       cell("iteration", "Iter."), cell("started", "Started"), cell("ended", "Ended"), cell("duration", "Duration"),
     );
     return tr;
@@ -55,6 +55,11 @@
     setText(segments, G.segmentsText(job));
     segments.hidden = !segments.textContent;
     segments.title = segments.hidden ? "" : "segments through all three stages";
+    // A finished job: what it found, as distinct objects ("18 people, 9 cars"); its boxes in the title.
+    const objects = q(".objects");
+    setText(objects, job.status === "Exit" ? G.objectsText(job.summary) : "");
+    objects.hidden = !objects.textContent;
+    objects.title = objects.hidden ? "" : G.boxesText(job.summary);
     setText(q(".c-iteration"), String(job.iteration));
     const started = q(".c-started"), ended = q(".c-ended");
     setText(started, G.fmt.time(job.started_at)); started.title = G.fmt.dateTime(job.started_at);
@@ -153,8 +158,8 @@
   }
 
   class Upload {
-    constructor(file, enhance) {
-      this.file = file; this.enhance = enhance; this.token = randomToken();
+    constructor(file, enhance, regions) {
+      this.file = file; this.enhance = enhance; this.regions = regions || []; this.token = randomToken();
       this.bar = el("progress", { max: file.size || 1, value: 0 });
       this.status = el("span", { class: "upload-status" });
       this.error = el("p", { class: "upload-error", role: "alert", hidden: true });
@@ -228,6 +233,27 @@
       this.status.replaceChildren("queued as ", el("a", { href: `/jobs/${this.jobId}/`, text: `job #${this.jobId}` }));
       this.button.hidden = true;
       this.done();
+      if (this.regions.length) this.addRegions();
+    }
+    // The counting lines and zones typed above the drop zone: added to the job once it exists (tus metadata
+    // carries no JSON); the job counts them when it reaches Exit, or at once where it already has.
+    async addRegions() {
+      const note = el("span", { class: "regions-note muted", text: " · adding lines and zones…" });
+      this.status.append(note);
+      const problems = [];
+      for (const region of this.regions) {
+        try {
+          await G.fetchJSON(`/api/jobs/${this.jobId}/regions/`, { method: "POST", body: JSON.stringify(region),
+            headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRFToken": G.csrfToken() } });
+        } catch (err) {
+          problems.push(err.message);
+        }
+      }
+      note.textContent = ` · ${this.regions.length - problems.length} of ${this.regions.length} lines and zones added`;
+      if (problems.length) {
+        this.error.hidden = false;
+        this.error.textContent = `Lines and zones not added: ${problems.join("; ")}`;
+      }
     }
   }
 
@@ -250,10 +276,33 @@
 
   function enqueue(upload) { upload.state("queued", "waiting…"); queue.push(upload); pump(); }
 
+  // The optional counting lines and zones (JSON), checked for shape here and for geometry by the server.
+  const regionsInput = document.getElementById("upload-regions");
+  const regionsError = document.getElementById("upload-regions-error");
+  function readRegions() {
+    const text = regionsInput.value.trim();
+    regionsError.hidden = true;
+    if (!text) return [];
+    let value = null;
+    try { value = JSON.parse(text); } catch (err) { regionsError.textContent = `not valid JSON (${err.message})`; }
+    if (value && !(Array.isArray(value) && value.every((r) => r && typeof r === "object" && !Array.isArray(r)))) {
+      value = null;
+      regionsError.textContent = 'a list of {"name": ..., "kind": "line" or "zone", "points": [[x, y], ...]} is expected';
+    }
+    if (value) return value;
+    regionsError.textContent = `Counting lines and zones: ${regionsError.textContent}; nothing was uploaded.`;
+    regionsError.hidden = false;
+    regionsInput.closest("details").open = true;
+    regionsInput.focus();
+    return null;
+  }
+
   function addFiles(files) {
     const enhance = form.elements.enhance.checked;
+    const regions = files.length ? readRegions() : [];
+    if (regions === null) return;
     for (const file of files) {
-      const upload = new Upload(file, enhance);
+      const upload = new Upload(file, enhance, regions);
       const problem = problemWith(file);
       if (problem) upload.fail(...problem);
       else enqueue(upload);

@@ -21,8 +21,9 @@
   let segmentEventsFresh = true;
   let segmentEventsDrawn = null; // [count, last id] of the list drawn, to leave an unchanged one alone
   function drawHistory() {
-    const own = G.jobEvents(timelines.get(jobId));
-    G.renderStepper($("job-timeline"), job, own);
+    // The stepper reads status changes only; the table lists notes too (a counting line added: no new status).
+    const own = timelines.get(jobId).filter((e) => e.segment == null);
+    G.renderStepper($("job-timeline"), job, G.jobEvents(own));
     $("events").tBodies[0].replaceChildren(...own.map((e) => el("tr", {},
       el("td", { text: fmt.dateTime(e.at) }), el("td", { text: e.from_status }), el("td", { text: e.to_status }),
       el("td", { text: String(e.iteration) }), el("td", { text: e.message }))));
@@ -172,6 +173,12 @@
     draw();
     drawHistory();
     timelines.refresh(job);
+    // A newer version without a new status at Exit: a line or zone was added, changed or deleted (here or
+    // in another tab): its note in the history, and the results' counts, are read again.
+    if (job.status === "Exit" && before === "Exit") {
+      G.fetchEvents(jobId).then((events) => { timelines.seed(jobId, job.status, events); drawHistory(); }, () => {});
+    }
+    if (G.results) G.results.update(job);
     const ended = G.TERMINAL.has(job.status) && !G.TERMINAL.has(before);
     // The result section is rendered by the server; fetch it once the results exist (after the segments'
     // last state is drawn).
@@ -244,11 +251,20 @@
         ...data.series.map((s) => ({ label: `${s.class} (${s.total})`, stroke: classColor(s.class_id), width: 2 }))],
       cursor: { drag: { x: false, y: false } },
     };
-    const plot = new uPlot(options, [data.t, ...data.series.map((s) => s.values)], box);
+    // Objects in view: distinct tracks per point (per frame, or over the bucket's frames), dashed; its legend
+    // entry, like every series', hides it.
+    const columns = [data.t, ...data.series.map((s) => s.values)];
+    if (data.objects) {
+      options.series.push({ label: "objects in view", stroke: "hsl(220, 10%, 40%)", width: 2, dash: [6, 4] });
+      columns.push(data.objects);
+    }
+    const plot = new uPlot(options, columns, box);
     box.dataset.series = data.series.map((s) => s.class).join(",");
-    $("chart-note").textContent = data.bucket_frames > 1
-      ? `Each point is the mean over ${data.bucket_frames} frames. Click to jump the video there.`
-      : "One point per frame. Click to jump the video there.";
+    const objects = data.objects ? " The dashed line is the objects in view: distinct tracks"
+      + (data.bucket_frames > 1 ? " over those frames." : ".") : "";
+    $("chart-note").textContent = (data.bucket_frames > 1
+      ? `Each point is the mean over ${data.bucket_frames} frames.` : "One point per frame.")
+      + `${objects} Click to jump the video there.`;
     if (player) {
       plot.over.addEventListener("click", () => {
         const t = plot.posToVal(plot.cursor.left, "x");
