@@ -302,6 +302,12 @@ GEDGE_MAX_ITERATIONS = env_int("GEDGE_MAX_ITERATIONS", 3)  # restarts of one seg
 # GEDGE_WORK_BUDGET_BYTES of shared storage; a job whose one segment does not fit fails at once.
 GEDGE_SEGMENT_S = env_float("GEDGE_SEGMENT_S", 5.0)
 GEDGE_SEGMENTS_IN_FLIGHT = env_int("GEDGE_SEGMENTS_IN_FLIGHT", 6)
+# A running stage pauses (up to this long at a time) while a job with fewer segments left runs on the same
+# host, so a short job is not slowed by a long one's share of the cores (docs/segments.md); 0 turns it off.
+GEDGE_GIVE_WAY_MAX_S = env_float("GEDGE_GIVE_WAY_MAX_S", 30.0)
+# The queues this worker process takes: set by `manage.py rundramatiq` from its --queues (empty: all, as the
+# embedded worker threads of `make run`); fair sharing gives way to a shorter job waiting on any of them.
+GEDGE_WORKER_QUEUES = env_list("GEDGE_WORKER_QUEUES", "")
 GEDGE_WORK_BUDGET_BYTES = env_int("GEDGE_WORK_BUDGET_BYTES", 1_000_000_000)
 GEDGE_RETRY_BACKOFF_MS = env_int("GEDGE_RETRY_BACKOFF_MS", 2000)
 GEDGE_STAGE_TIME_LIMIT_S = env_int("GEDGE_STAGE_TIME_LIMIT_S", 3600)

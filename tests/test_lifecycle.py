@@ -325,3 +325,61 @@ def test_a_job_with_less_left_goes_to_the_head_of_a_queue(owner):
     assert goes_first(short.pk, inf) is True
     two = job_with(2, status=S.PREPROCESSING_COMPLETE, queued=2)
     assert goes_first(two.pk, inf) is True and goes_first(long.pk, inf) is False
+
+
+@pytest.mark.django_db
+def test_a_running_stage_gives_way_to_a_job_with_less_left(owner):
+    from jobs.lifecycle.transitions import GIVE_BACK, GO, PAUSE, STAGES, fair_turn
+    from tests.helpers_media import make_job
+
+    def job_with(segments: int, running: str = ""):
+        job = make_job(owner, S.PREPROCESSING)
+        Segment.objects.bulk_create([
+            Segment(job=job, index=i, first_frame=i * 10, frame_count=10, start_pts=i, time_base="1/30",
+                    status=S.INFERENCING if i == 0 and running else S.ENQUEUE, lease_owner=running if i == 0 else "")
+            for i in range(segments)])
+        return job
+
+    inference, cpu = [STAGES["inference"]], [STAGES["preprocess"], STAGES["postprocess"]]  # the two Pods
+    long = job_with(12, running="edge-1:10:1")
+    assert fair_turn(long.pk, inference, "edge-1") == GO, "nothing else runs"
+    short = job_with(1)
+    assert fair_turn(long.pk, inference, "edge-1") == GO, "the short job is not in a queue yet"
+    Segment.objects.filter(job=short).update(message_id="m1")
+    # 1 segment left against 12, waiting for preprocessing: a CPU worker (preprocess and postprocess queues)
+    # gives its segment back, whichever of the two stages it runs; the inference worker does not (the short job
+    # needs no inference worker yet) and the short job is not running: it goes on.
+    assert fair_turn(long.pk, cpu, "edge-1") == GIVE_BACK and fair_turn(long.pk, inference, "edge-1") == GO
+    Segment.objects.filter(job=short).update(status=S.PREPROCESSING, lease_owner="edge-1:11:1", message_id="")
+    assert fair_turn(long.pk, inference, "edge-1") == PAUSE  # running here: leave it the cores
+    assert fair_turn(short.pk, inference, "edge-1") == GO  # and never the other way round
+    assert fair_turn(long.pk, inference, "edge-2") == GO, "another host's cores are not shared"
+    Segment.objects.filter(job=short).update(status=S.POSTPROCESSING_COMPLETE, lease_owner="")
+    assert fair_turn(long.pk, inference, "edge-1") == GO
+    # A new job's plan waits on the preprocess queue: its segments are counted from its duration.
+    planned = make_job(owner, S.ENQUEUE)
+    Job.objects.filter(pk=planned.pk).update(duration_s=3.0, message_id="plan-1")
+    assert fair_turn(long.pk, cpu, "edge-1") == GIVE_BACK and fair_turn(long.pk, inference, "edge-1") == GO
+    Job.objects.filter(pk=planned.pk).update(duration_s=3600.0)  # an hour: more left than the long job
+    assert fair_turn(long.pk, cpu, "edge-1") == GO
+
+
+@pytest.mark.django_db
+def test_a_stage_message_behind_a_shorter_waiting_job_goes_back_to_its_queue_unstarted(owner, redis_clean):
+    from jobs.lifecycle.runner import run_segment_stage
+    from tests.helpers_media import make_job
+
+    def job_with(segments: int):
+        job = make_job(owner, S.PREPROCESSING)
+        Segment.objects.bulk_create([
+            Segment(job=job, index=i, first_frame=i * 10, frame_count=10, start_pts=i, time_base="1/30",
+                    status=S.ENQUEUE, message_id=f"m{job.pk}-{i}") for i in range(segments)])
+        return job
+
+    long, short = job_with(12), job_with(1)
+    first = Segment.objects.get(job=long, index=0)
+    run_segment_stage("preprocess", first.pk)  # the worker took the long job's message first
+    first.refresh_from_db()
+    assert first.status == S.ENQUEUE and first.attempt == 0, "not started"
+    assert first.message_id != f"m{long.pk}-0", "sent again, behind the short job"
+    assert not long.events.exists()

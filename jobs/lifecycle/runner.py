@@ -39,15 +39,20 @@ from .broadcast import push_job
 from .leases import HandBack, Lease, owner_name
 from .services import MODEL_FACTS, cleanup_work, end_job, finalize_job, tracker_settings, video_facts
 from .transitions import (
+    GIVE_BACK,
+    GO,
     STAGES,
     JobInterrupted,
     Stage,
     StaleTransition,
     dispatch_plan,
+    dispatch_segment,
+    fair_turn,
     fill_window,
     record_progress,
     record_tracked,
     segment_transition,
+    served_stages,
 )
 from .uploads import video_limits
 
@@ -201,6 +206,9 @@ STAGE_BODIES: dict[str, Callable[[Job, Segment, Callable[[int, int], None]], Fie
 }
 
 
+WAY_CHECK_S = 0.2  # how often a running stage asks whether it should give way (two or three small queries)
+
+
 class _Progress:
     """Stores a segment's frames done at most every GEDGE_PROGRESS_INTERVAL_S and pushes the job.
 
@@ -210,10 +218,13 @@ class _Progress:
     def __init__(self, segment: Segment, stage: Stage, lease: Lease) -> None:
         self.segment, self.stage, self.lease = segment, stage, lease
         self.last = 0.0
+        self.next_way_check = 0.0
+        self.host = owner_name().split(":", 1)[0]
 
     def __call__(self, done: int, total: int) -> None:
         maybe_slow(self.stage.name)
         self.lease.check()
+        self._give_way()
         now = time.monotonic()
         if done < total and now - self.last < settings.GEDGE_PROGRESS_INTERVAL_S:
             return
@@ -222,10 +233,30 @@ class _Progress:
                               {self.stage.progress_field: done})
         push_job(job)
 
+    def _give_way(self) -> None:
+        """Fair sharing (transitions.fair_turn): hand the segment back where a job with less left waits for
+        this stage; pause (at most GEDGE_GIVE_WAY_MAX_S at a time, the lease's heartbeat going on) while one
+        runs on this host."""
+        now = time.monotonic()
+        if settings.GEDGE_GIVE_WAY_MAX_S <= 0 or now < self.next_way_check:
+            return
+        self.next_way_check = now + WAY_CHECK_S
+        deadline = now + settings.GEDGE_GIVE_WAY_MAX_S
+        served = served_stages(settings.GEDGE_WORKER_QUEUES)
+        while (turn := fair_turn(self.segment.job_id, served, self.host)) != GO:
+            if turn == GIVE_BACK:
+                raise GiveWay()
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
+            self.lease.check()
+
 
 def run_segment_stage(stage_name: str, segment_id: int) -> None:
     """Run one stage of one segment; safe to call twice with the same message (the second is ignored)."""
     stage = STAGES[stage_name]
+    if _behind_a_shorter_job(stage, segment_id):
+        return
     try:
         owner = owner_name()
         segment, job = segment_transition(segment_id, stage.ready, stage.running, lease_owner=owner,
@@ -247,6 +278,9 @@ def run_segment_stage(stage_name: str, segment_id: int) -> None:
         return
     except HandBack:
         _hand_back(segment, stage)
+        return
+    except GiveWay:
+        _hand_back(segment, stage, why="gave way to a job with less left", front=False)
         return
     except (UnprocessableInput, ModelError) as exc:
         reason = str(exc) if isinstance(exc, UnprocessableInput) else f"model: {exc}"
@@ -271,6 +305,28 @@ def run_segment_stage(stage_name: str, segment_id: int) -> None:
     _after_complete(job, segment, stage)
 
 
+def _behind_a_shorter_job(stage: Stage, segment_id: int) -> bool:
+    """Fair sharing before a stage starts: where a job with fewer segments left waits for this worker
+    (transitions.fair_turn), send this segment's message to the back of its queue instead of starting it, so
+    the worker takes the shorter job's next. True where it was sent back."""
+    if settings.GEDGE_GIVE_WAY_MAX_S <= 0:
+        return False
+    segment = Segment.objects.filter(pk=segment_id, status=stage.ready).exclude(message_id="").first()
+    if segment is None:  # not waiting for this stage: the start below tells a duplicate apart
+        return False
+    host = owner_name().split(":", 1)[0]
+    if fair_turn(segment.job_id, served_stages(settings.GEDGE_WORKER_QUEUES), host) != GIVE_BACK:
+        return False
+    with transaction.atomic():
+        if not Segment.objects.select_for_update().filter(pk=segment_id, status=stage.ready,
+                                                          message_id=segment.message_id).exists():
+            return False
+        dispatch_segment(segment, stage)
+    logger.info("%s of segment %d sent back behind a job with less left", stage.name, segment.index,
+                extra={"job_id": segment.job_id})
+    return True
+
+
 def _after_complete(job: Job | None, segment: Segment, stage: Stage) -> None:
     """Once the completing transition won: drop frames once inferred, publish results once all are done."""
     if stage.name == "inference":
@@ -288,11 +344,16 @@ def _clean_if_ended(job: Job) -> None:
         cleanup_work(job)
 
 
-def _hand_back(segment: Segment, stage: Stage) -> None:
-    """Worker shutdown: return the segment to its ready status for another worker; not an error."""
+class GiveWay(Exception):
+    """A job with fewer segments left waits for this stage: give the segment back to its queue (fair sharing)."""
+
+
+def _hand_back(segment: Segment, stage: Stage, why: str = "worker shutting down", front: bool = True) -> None:
+    """Return the segment to its ready status for another worker (or this one, later); not an error. A worker
+    shutting down puts it at the head of its queue; one that gives way lets the queue's order decide."""
     try:
-        segment_transition(segment.pk, stage.running, stage.ready, attempt=segment.attempt, dispatch_front=True,
-                           message=f"{stage.name} handed back: worker shutting down")
+        segment_transition(segment.pk, stage.running, stage.ready, attempt=segment.attempt, dispatch_front=front,
+                           message=f"{stage.name} handed back: {why}")
     except StaleTransition:
         pass
 

@@ -35,11 +35,13 @@ next (:func:`fill_window`).
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import dramatiq
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce, Greatest
@@ -264,6 +266,44 @@ def goes_first(job_id: int, stage: Stage) -> bool:
     left = dict(Segment.objects.filter(job_id__in=[*waiting, job_id], status__in=before).values("job_id")
                 .annotate(n=Count("pk")).values_list("job_id", "n"))
     return left.get(job_id, 0) < min(left.get(other, 0) for other in waiting)
+
+
+GO, PAUSE, GIVE_BACK = "go", "pause", "give back"
+
+
+def fair_turn(job_id: int, served: list[Stage], host: str) -> str:
+    """Fair sharing while a stage runs (docs/segments.md), asked at its batch boundaries. ``served``: the stages
+    whose queues this worker takes (its thread could run the next message of any of them). Against the jobs
+    with fewer segments left than this one: GIVE_BACK where one of them waits for a served stage (a segment
+    in its ready status with a message, or a job's plan, on the preprocess queue): the segment goes back to its
+    queue, behind it, and this worker takes the shorter job's; PAUSE where one of them has a segment running on
+    the same host (``host`` starts the leases' owner names), so its stages have the cores; else GO. A job
+    never waits for one that is not running, so never for a worker it holds."""
+    others = Segment.objects.filter(job__status__in=list(ACTIVE)).exclude(job_id=job_id)
+    waiting = set(others.filter(status__in=[stage.ready for stage in served]).exclude(message_id="")
+                  .values_list("job_id", flat=True))
+    running = set(others.filter(status__in=list(STAGE_BY_RUNNING), lease_owner__startswith=f"{host}:")
+                  .values_list("job_id", flat=True))
+    planning: dict[int, int] = {}
+    if STAGES["preprocess"] in served:  # a job not planned yet: its segments, from its duration
+        target = max(0.1, settings.GEDGE_SEGMENT_S)
+        planning = {pk: max(1, math.ceil(duration / target)) for pk, duration in Job.objects.filter(
+            status=Status.ENQUEUE, segments__isnull=True).exclude(message_id="").values_list("pk", "duration_s")}
+    if not waiting and not running and not planning:
+        return GO
+    left = dict(Segment.objects.filter(job_id__in=[*waiting, *running, job_id]).exclude(status=SEGMENT_DONE)
+                .values("job_id").annotate(n=Count("pk")).values_list("job_id", "n"))
+    mine = left.get(job_id, 0)
+    if any(left.get(other, 0) < mine for other in waiting) or any(n < mine for n in planning.values()):
+        return GIVE_BACK
+    if any(left.get(other, 0) < mine for other in running):
+        return PAUSE
+    return GO
+
+
+def served_stages(queues: list[str]) -> list[Stage]:
+    """The stages a worker process serves, from its queue names (GEDGE_WORKER_QUEUES; empty: all of them)."""
+    return [stage for stage in STAGES.values() if not queues or stage.name in queues]
 
 
 def fill_window(job_id: int) -> int:

@@ -30,6 +30,9 @@ class Command(DjangoDramatiqCommand):
         # One message at a time per queue: what a worker has not started stays in Redis, where a short job's
         # segment may be put ahead of it (fair sharing, docs/segments.md) and another worker may take it.
         os.environ.setdefault("dramatiq_queue_prefetch", "1")
+        # Which queues this worker's threads take: a stage gives way to a shorter job waiting on any of them
+        # (jobs/lifecycle/transitions.fair_turn).
+        os.environ["GEDGE_WORKER_QUEUES"] = ",".join(options.get("queues") or [])
         if settings.GEDGE_WORKER_NICE > 0:
             lower_priority(settings.GEDGE_WORKER_NICE)
         if settings.GEDGE_WORKER_SCHED_IDLE:
