@@ -13,6 +13,7 @@ from django.test import RequestFactory
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
+from jobs.lifecycle.services import tracker_settings
 from jobs.models import Job, Status
 from jobs.web.upload_limit import SizeLimitUploadHandler
 
@@ -55,7 +56,7 @@ def test_submit_stores_under_generated_name_in_user_folder(api, owner, media_roo
     assert body["original_name"] == "my holiday.MP4"
     assert body["type"] == "mp4/mp4"  # the client's extension / the probed container
     assert (body["width"], body["height"], body["frame_count"]) == (64, 48, 4)
-    assert body["params"] == {"enhance": True}
+    assert body["params"] == {"enhance": True, "tracker": tracker_settings().as_dict()}  # recorded at submit
     assert re.fullmatch(rf"uploads/{owner.pk}/[0-9a-f]{{32}}\.mp4", job.path)
     assert (media_root / job.path).stat().st_size == body["size_bytes"] > 0
     assert list((media_root / "uploads" / str(owner.pk)).iterdir()) == [media_root / job.path]

@@ -376,7 +376,8 @@ def test_a_stage_message_behind_a_shorter_waiting_job_goes_back_to_its_queue_uns
                     status=S.ENQUEUE, message_id=f"m{job.pk}-{i}") for i in range(segments)])
         return job
 
-    long, short = job_with(12), job_with(1)
+    long = job_with(12)
+    job_with(1)  # a short job, waiting for preprocessing
     first = Segment.objects.get(job=long, index=0)
     run_segment_stage("preprocess", first.pk)  # the worker took the long job's message first
     first.refresh_from_db()
