@@ -209,10 +209,13 @@ def test_worker_without_its_model_consumes_nothing_until_it_loads(settings, tmp_
 
     thread = threading.Thread(target=boot)
     thread.start()
+    deadline = time.monotonic() + 10  # the first load attempt may take a while on a busy machine
+    while not any("model not loaded" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any("model not loaded" in r.getMessage() for r in caplog.records)
     time.sleep(0.3)
     assert not booted.is_set(), "boot must wait for the model instead of taking messages"
     assert not list(tmp_path.glob("ready-*.json"))
-    assert any("model not loaded" in r.getMessage() for r in caplog.records)
     middleware.before_worker_shutdown(None, None)  # SIGTERM while waiting: give up cleanly
     thread.join(timeout=5)
     assert booted.is_set() and not list(tmp_path.glob("ready-*.json"))
