@@ -350,6 +350,12 @@ def test_a_running_stage_gives_way_to_a_job_with_less_left(owner):
     # gives its segment back, whichever of the two stages it runs; the inference worker does not (the short job
     # needs no inference worker yet) and the short job is not running: it goes on.
     assert fair_turn(long.pk, cpu, "edge-1") == GIVE_BACK and fair_turn(long.pk, inference, "edge-1") == GO
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Segment.objects.filter(job=short).update(dispatched_at=timezone.now() + timedelta(seconds=5))
+    assert fair_turn(long.pk, cpu, "edge-1") == GO, "a retry waiting out its backoff is not due: no churn"
     Segment.objects.filter(job=short).update(status=S.PREPROCESSING, lease_owner="edge-1:11:1", message_id="")
     assert fair_turn(long.pk, inference, "edge-1") == PAUSE  # running here: leave it the cores
     assert fair_turn(short.pk, inference, "edge-1") == GO  # and never the other way round

@@ -43,7 +43,7 @@ from typing import Any
 import dramatiq
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, OuterRef, Subquery, Sum
+from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -280,7 +280,8 @@ def fair_turn(job_id: int, served: list[Stage], host: str) -> str:
     the same host (``host`` starts the leases' owner names), so its stages have the cores; else GO. A job
     never waits for one that is not running, so never for a worker it holds."""
     others = Segment.objects.filter(job__status__in=list(ACTIVE)).exclude(job_id=job_id)
-    waiting = set(others.filter(status__in=[stage.ready for stage in served]).exclude(message_id="")
+    due = Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=timezone.now())  # not in a retry's backoff
+    waiting = set(others.filter(due, status__in=[stage.ready for stage in served]).exclude(message_id="")
                   .values_list("job_id", flat=True))
     running = set(others.filter(status__in=list(STAGE_BY_RUNNING), lease_owner__startswith=f"{host}:")
                   .values_list("job_id", flat=True))
