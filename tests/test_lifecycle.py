@@ -390,3 +390,21 @@ def test_a_stage_message_behind_a_shorter_waiting_job_goes_back_to_its_queue_uns
     assert first.status == S.ENQUEUE and first.attempt == 0, "not started"
     assert first.message_id != f"m{long.pk}-0", "sent again, behind the short job"
     assert not long.events.exists()
+
+
+@pytest.mark.django_db
+def test_a_segment_after_one_postprocessed_without_tracking_fails_its_job_with_the_reason(owner, redis_clean):
+    """A job in flight across an upgrade: its segment 0 finished before tracking existed."""
+    from jobs.lifecycle.transitions import segment_transition
+    from tests.helpers_media import make_job
+
+    job = make_job(owner, S.POSTPROCESSING)
+    first, second = Segment.objects.bulk_create([
+        Segment(job=job, index=i, first_frame=i * 10, frame_count=10, start_pts=i, time_base="1/30", status=status)
+        for i, status in enumerate((S.POSTPROCESSING_COMPLETE, S.INFERENCING))])
+    segment_transition(second.pk, S.INFERENCING, S.INFERENCING_COMPLETE)
+    second.refresh_from_db()
+    assert second.message_id, "sent, not left waiting for a state that will never come"
+    run_segment_stage("postprocess", second.pk)
+    job.refresh_from_db()
+    assert job.status == S.FAILED and "without tracking" in job.error and "retry" in job.error

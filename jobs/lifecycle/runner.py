@@ -163,14 +163,17 @@ def _inference(job: Job, segment: Segment, progress: Callable[[int, int], None])
 
 
 def _postprocess(job: Job, segment: Segment, progress: Callable[[int, int], None]) -> Fields:
-    detections, out = job.job_dir / segment.artifacts["detections"], attempt_dir(job, segment, "postprocess")
-    model = json.loads((detections / MODEL_FACTS).read_text())
     previous = None
     if segment.index > 0:  # sent only once the segment before was tracked (transitions.record_tracked)
-        previous = Segment.objects.values_list("tracker_state", flat=True).get(job_id=job.pk,
-                                                                               index=segment.index - 1)
+        previous, status = Segment.objects.values_list("tracker_state", "status").get(job_id=job.pk,
+                                                                                      index=segment.index - 1)
+        if previous is None and status == Status.POSTPROCESSING_COMPLETE:  # done by a version without tracking
+            raise UnprocessableInput(f"segment {segment.index - 1} was postprocessed without tracking (before an "
+                                     f"upgrade): retry the job to process it again from the start")
         if previous is None:
             raise RuntimeError(f"segment {segment.index - 1} has not been tracked yet")
+    detections, out = job.job_dir / segment.artifacts["detections"], attempt_dir(job, segment, "postprocess")
+    model = json.loads((detections / MODEL_FACTS).read_text())
     result = postprocess_detections(
         job.source_path, detections, out, video=video_facts(job), model=model, parameters=job.params,
         encoder=EncoderSettings(preset=settings.GEDGE_X264_PRESET, crf=settings.GEDGE_X264_CRF),

@@ -423,8 +423,11 @@ def segment_transition(
 
 
 def _previous_tracked(segment: Segment) -> bool:
+    """The segment before has stored its tracker state, or finished without one (a version without
+    tracking, before an upgrade: the stage then fails the job with that reason instead of waiting forever)."""
     return segment.index == 0 or Segment.objects.filter(
-        job_id=segment.job_id, index=segment.index - 1, tracker_state__isnull=False).exists()
+        Q(tracker_state__isnull=False) | Q(status=SEGMENT_DONE), job_id=segment.job_id,
+        index=segment.index - 1).exists()
 
 
 def record_tracked(segment_id: int, attempt: int, state: dict) -> None:
