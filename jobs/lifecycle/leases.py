@@ -32,8 +32,13 @@ class HandBack(Exception):
     """The worker is shutting down: give the segment back to its ready status."""
 
 
+def host_name() -> str:
+    """The machine a worker runs on: the start of its lease owner names (fair sharing compares it)."""
+    return socket.gethostname()
+
+
 def owner_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    return f"{host_name()}:{os.getpid()}:{threading.get_ident()}"
 
 
 class Lease:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
-from stages.counting import count_regions, region_from_dict, validate_region
 
 from jobs.models import Job, JobEvent, Region
+from stages.counting import count_regions, region_from_dict, validate_region
 from stages.postprocess import DETECTIONS_JSON, iter_detection_frames
 
 from .broadcast import push_job
@@ -21,6 +21,14 @@ MAX_REGIONS = 32
 
 class RegionError(ValueError):
     """A line or zone that cannot be stored: its geometry, its name, or too many of them."""
+
+
+def region_specs(value) -> list[dict]:
+    """Counting lines and zones as a client sends them (the API's ``regions`` field, the upload form): a list
+    of {name, kind, points} objects; RegionError for any other shape. Each one is checked by :func:`checked`."""
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise RegionError('a list of {"name": ..., "kind": "line" or "zone", "points": [[x, y], ...]} is expected')
+    return value
 
 
 def checked(job_or_size, name, kind, points):

@@ -36,7 +36,7 @@ from stages.tracking import TrackerSettings
 from stages.video import probe_video
 
 from .broadcast import push_job
-from .leases import HandBack, Lease, owner_name
+from .leases import HandBack, Lease, host_name, owner_name
 from .services import MODEL_FACTS, cleanup_work, end_job, finalize_job, tracker_settings, video_facts
 from .transitions import (
     GIVE_BACK,
@@ -222,7 +222,7 @@ class _Progress:
         self.segment, self.stage, self.lease = segment, stage, lease
         self.last = 0.0
         self.next_way_check = 0.0
-        self.host = owner_name().split(":", 1)[0]
+        self.host = host_name()
 
     def __call__(self, done: int, total: int) -> None:
         maybe_slow(self.stage.name)
@@ -317,8 +317,7 @@ def _behind_a_shorter_job(stage: Stage, segment_id: int) -> bool:
     segment = Segment.objects.filter(pk=segment_id, status=stage.ready).exclude(message_id="").first()
     if segment is None:  # not waiting for this stage: the start below tells a duplicate apart
         return False
-    host = owner_name().split(":", 1)[0]
-    if fair_turn(segment.job_id, served_stages(settings.GEDGE_WORKER_QUEUES), host) != GIVE_BACK:
+    if fair_turn(segment.job_id, served_stages(settings.GEDGE_WORKER_QUEUES), host_name()) != GIVE_BACK:
         return False
     with transaction.atomic():
         if not Segment.objects.select_for_update().filter(pk=segment_id, status=stage.ready,

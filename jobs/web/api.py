@@ -15,7 +15,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 
-from jobs.lifecycle.regions import RegionError, add_regions, change_region, delete_region
+from jobs.lifecycle.regions import RegionError, add_regions, change_region, delete_region, region_specs
 from jobs.lifecycle.services import (
     ActionNotAllowed,
     QuotaExceeded,
@@ -120,9 +120,10 @@ class SubmitSerializer(serializers.Serializer):
         '{"name": "lot", "kind": "zone", "points": [[x, y], ...]}], pixels of the original video'))
 
     def validate_regions(self, value):
-        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-            raise serializers.ValidationError("a list of {name, kind, points} objects")
-        return value
+        try:
+            return region_specs(value)
+        except RegionError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
 
 class _ExportRenderer(renderers.BaseRenderer):

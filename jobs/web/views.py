@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from jobs.lifecycle.regions import RegionError
+from jobs.lifecycle.regions import RegionError, region_specs
 from jobs.lifecycle.services import QuotaExceeded, TooManyActiveJobs, submit_job
 from jobs.lifecycle.uploads import UploadTooLarge
 from jobs.models import ACTIVE, PIPELINE, TERMINAL, Job, JobEvent, Status
@@ -117,9 +117,7 @@ def _form_regions(text: str) -> list[dict]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc})") from None
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise ValueError('a list of {"name": ..., "kind": "line" or "zone", "points": [[x, y], ...]} is expected')
-    return value
+    return region_specs(value)  # a RegionError (a ValueError) for any other shape
 
 
 @login_required
