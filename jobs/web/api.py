@@ -323,12 +323,13 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         chosen = request.accepted_renderer.format
         if chosen not in ("mot", "coco"):
             raise ApiError("invalid_format", "ask for ?format=mot or ?format=coco")
-        path = self._result(DETECTIONS_JSON)
+        job = self.get_object()
+        path = self._result(DETECTIONS_JSON, job)
         if chosen == "mot":
             body, kind, name = mot_lines(iter_detection_frames(path)), "text/plain; charset=utf-8", "mot.txt"
         else:
             facts = read_detection_facts(path)
-            video = {**facts["video"], "name": self.get_object().original_name}
+            video = {**facts["video"], "name": job.original_name}
             body = coco_chunks(lambda: iter_detection_frames(path), video, facts["model"]["class_names"])
             kind, name = "application/json", "coco.json"
         response = StreamingHttpResponse(in_blocks(body), content_type=kind)
@@ -371,8 +372,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise refused_submission(exc) from None
         return Response(JobSerializer(job).data)
 
-    def _result(self, name: str):
-        job = self.get_object()
+    def _result(self, name: str, job: Job | None = None):
+        job = job or self.get_object()
         path = job.result_dir / name
         if job.expired_at is not None:
             raise ApiError("expired", f"the results were deleted on {job.expired_at:%Y-%m-%d}, "
