@@ -172,3 +172,40 @@ def test_rights_come_from_permissions_not_is_staff(owner, other, django_user_mod
     viewer.user_permissions.add(Permission.objects.get(codename="change_job"))
     viewer = django_user_model.objects.get(pk=viewer.pk)  # permissions are cached per user object
     assert api_as(viewer).post(f"/api/jobs/{theirs.pk}/cancel/").json()["status"] == "Cancelled"
+
+
+def test_seeing_every_job_follows_each_change_of_rights(owner, other, django_user_model):
+    """The answer to "does this user see every job" is cached (jobs.access), yet each change of a user's
+    permissions or groups, of a group's permissions, or a group's deletion counts at the very next read."""
+    from django.contrib.auth.models import Group, Permission
+
+    theirs = Job.objects.create(user=other, path="uploads/a.mp4", type="mp4/mp4", original_name="a.mp4")
+    view_job = Permission.objects.get(codename="view_job")
+    viewer = django_user_model.objects.create_user("viewer2", password="x")
+    client = api_as(viewer)
+
+    def sees() -> bool:
+        found = client.get(f"/api/jobs/{theirs.pk}/").status_code
+        listed = theirs.pk in [j["id"] for j in client.get("/api/jobs/").json()["results"]]
+        assert (found == 200) == listed
+        return listed
+
+    assert not sees() and not sees()  # the second read comes from the cache
+    viewer.user_permissions.add(view_job)
+    assert sees()
+    viewer.user_permissions.remove(view_job)
+    assert not sees()
+    operators = Group.objects.create(name="operators")
+    viewer.groups.add(operators)
+    assert not sees()
+    operators.permissions.add(view_job)
+    assert sees()
+    operators.permissions.remove(view_job)
+    assert not sees()
+    operators.permissions.add(view_job)
+    assert sees()
+    operators.delete()
+    assert not sees()
+    viewer.is_superuser = True
+    viewer.save()
+    assert sees()

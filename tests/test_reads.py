@@ -144,6 +144,10 @@ def test_each_polled_read_is_one_query_after_authentication(owner, other, django
     ids = seed(owner, other)
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {token_for(owner)}")
+    # The user's first read also asks whether they see every job (has_perm: two queries); the answer is then
+    # kept in the cache (jobs.access) until their rights change.
+    with django_assert_num_queries(4):
+        assert api.get(f"/api/jobs/{ids['rich']}/").status_code == 200
     with django_assert_num_queries(2):  # the token with its user, the job with its owner's name
         assert api.get(f"/api/jobs/{ids['rich']}/").status_code == 200
     with django_assert_num_queries(3):  # the token, the page's count, the page with its owners' names
@@ -161,3 +165,18 @@ def test_the_web_process_serves_through_django_alone():
 
     assert isinstance(application.application_mapping["http"], ASGIHandler)
     assert sys.modules.get("jobs.readpath") is None and sys.modules.get("gedge_site.fast_lane") is None
+
+
+@pytest.mark.django_db
+def test_the_shape_is_drfs_own_rendering_of_the_serializer(owner, other):
+    """job_representation (fields built once, plain getters) renders exactly what DRF's own
+    Serializer.to_representation makes of JobSerializer, for a job with every kind of value and one mostly empty."""
+    from rest_framework import serializers
+
+    from jobs.serializers import SHAPE_COLUMNS, JobSerializer, job_representation
+
+    ids = seed(owner, other)
+    for job in Job.objects.select_related("user").only(*SHAPE_COLUMNS).filter(pk__in=ids.values()):
+        stock = serializers.ModelSerializer.to_representation(JobSerializer(), job)
+        assert job_representation(job) == dict(stock)
+        assert stock["user"] == job.user.username and isinstance(stock["created_at"], str)

@@ -18,6 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user
 
+from jobs.access import sees_every_job
 from jobs.lifecycle.broadcast import STAFF_GROUP, user_group
 from jobs.models import Job
 from jobs.serializers import job_payload
@@ -30,7 +31,6 @@ SNAPSHOT_LIMIT = 200
 SNAPSHOT_EVERY_S = 1.0
 # How often a socket re-reads its session and its user's permissions (one query or two), at the next push.
 RECHECK_EVERY_S = 1.0
-SEES_ALL = "jobs.view_job"
 
 
 class JobsConsumer(AsyncJsonWebsocketConsumer):
@@ -41,7 +41,7 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
             return
         await keep_subscribed(self.channel_layer)
         self.checked_at = time.monotonic()
-        await self._join(await database_sync_to_async(user.has_perm)(SEES_ALL))
+        await self._join(await database_sync_to_async(sees_every_job)(user))
         await self.accept()
         await self.send_json({"type": "snapshot", "jobs": await self._snapshot(user)})
 
@@ -68,7 +68,7 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
                 await self._leave()
                 await self.close(code=4401)
                 return False
-            sees_all = await database_sync_to_async(user.has_perm)(SEES_ALL)
+            sees_all = await database_sync_to_async(sees_every_job)(user)
             if sees_all != self.sees_all:
                 await self._leave()
                 await self._join(sees_all)

@@ -15,6 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from jobs.access import sees_every_job
 from jobs.lifecycle.regions import RegionError, region_specs
 from jobs.lifecycle.services import QuotaExceeded, TooManyActiveJobs, submit_job
 from jobs.lifecycle.uploads import UploadTooLarge
@@ -57,7 +58,7 @@ def _page_config(request: HttpRequest) -> dict:
         "active": sorted(str(s) for s in ACTIVE),
         "maxUploadBytes": settings.GEDGE_MAX_UPLOAD_BYTES,
         "chunkBytes": min(settings.GEDGE_MAX_CHUNK_BYTES, 4 * 1024 * 1024),  # resumable uploads' chunk size
-        "staff": request.user.has_perm("jobs.view_job"),  # sees every job (the page shows owners)
+        "staff": sees_every_job(request.user),  # sees every job (the page shows owners)
         "socketPath": "/ws/jobs/",
     }
 
