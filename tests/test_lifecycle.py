@@ -371,6 +371,41 @@ def test_a_running_stage_gives_way_to_a_job_with_less_left(owner):
 
 
 @pytest.mark.django_db
+def test_one_waiting_message_makes_one_worker_give_way(owner, monkeypatch):
+    """Each waiting message of a shorter job is claimed by the first thread of a worker process that gives way
+    for it: a second thread of that process pauses instead (the shorter job is about to run there), and a claim
+    nobody acted on lapses. (Each process claims for itself: another may hold the message in its prefetch.)"""
+    import time
+
+    from jobs.lifecycle import transitions
+    from jobs.lifecycle.transitions import GIVE_BACK, PAUSE, STAGES, fair_turn
+    from tests.helpers_media import make_job
+
+    monkeypatch.setattr(transitions, "GIVE_WAY_CLAIM_S", 1)
+    cpu = [STAGES["preprocess"], STAGES["postprocess"]]
+    jobs = {}
+    for name, count in (("long", 12), ("short", 1)):
+        jobs[name] = make_job(owner, S.PREPROCESSING)
+        Segment.objects.bulk_create([Segment(job=jobs[name], index=i, first_frame=i * 10, frame_count=10,
+                                             start_pts=i, time_base="1/30", status=S.ENQUEUE,
+                                             message_id=f"{name}-{i}") for i in range(count)])
+    long = jobs["long"].pk
+    assert fair_turn(long, cpu, "edge-1", "edge-1:20:1") == GIVE_BACK
+    assert fair_turn(long, cpu, "edge-1", "edge-1:20:1") == GIVE_BACK, "its own claim holds"
+    assert fair_turn(long, cpu, "edge-1", "edge-1:20:2") == PAUSE
+    time.sleep(1.2)
+    assert fair_turn(long, cpu, "edge-1", "edge-1:20:2") == GIVE_BACK, "the first claim lapsed"
+    # A second waiting segment of a shorter job is a second message to claim.
+    two = make_job(owner, S.PREPROCESSING)
+    Segment.objects.bulk_create([Segment(job=two, index=i, first_frame=i * 10, frame_count=10, start_pts=i,
+                                         time_base="1/30", status=S.ENQUEUE, message_id=f"two-{i}")
+                                 for i in range(2)])
+    assert fair_turn(long, cpu, "edge-1", "edge-1:20:3") == GIVE_BACK
+    assert fair_turn(long, cpu, "edge-1", "edge-1:20:4") == GIVE_BACK
+    assert fair_turn(long, cpu, "edge-1", "edge-1:20:5") == PAUSE
+
+
+@pytest.mark.django_db
 def test_a_stage_message_behind_a_shorter_waiting_job_goes_back_to_its_queue_unstarted(owner, redis_clean):
     from jobs.lifecycle.runner import run_segment_stage
     from tests.helpers_media import make_job

@@ -222,7 +222,7 @@ class _Progress:
         self.segment, self.stage, self.lease = segment, stage, lease
         self.last = 0.0
         self.next_way_check = 0.0
-        self.host = host_name()
+        self.host, self.claimant = host_name(), owner_name()
 
     def __call__(self, done: int, total: int) -> None:
         maybe_slow(self.stage.name)
@@ -236,6 +236,11 @@ class _Progress:
                               {self.stage.progress_field: done})
         push_job(job)
 
+    def wait_turn(self) -> None:
+        """The give-way check once before the stage's first frame (later ones come at batch boundaries)."""
+        self.lease.check()
+        self._give_way()
+
     def _give_way(self) -> None:
         """Fair sharing (transitions.fair_turn): hand the segment back where a job with less left waits for
         this stage; pause (at most GEDGE_GIVE_WAY_MAX_S at a time, the lease's heartbeat going on) while one
@@ -246,7 +251,7 @@ class _Progress:
         self.next_way_check = now + WAY_CHECK_S
         deadline = now + settings.GEDGE_GIVE_WAY_MAX_S
         served = served_stages(settings.GEDGE_WORKER_QUEUES)
-        while (turn := fair_turn(self.segment.job_id, served, self.host)) != GO:
+        while (turn := fair_turn(self.segment.job_id, served, self.host, self.claimant)) != GO:
             if turn == GIVE_BACK:
                 raise GiveWay()
             if time.monotonic() > deadline:
@@ -273,7 +278,9 @@ def run_segment_stage(stage_name: str, segment_id: int) -> None:
     started = time.perf_counter()
     try:
         with Lease(segment.pk, stage.running, segment.attempt, job.pk) as lease:
-            fields, job_fields = STAGE_BODIES[stage.name](job, segment, _Progress(segment, stage, lease))
+            progress = _Progress(segment, stage, lease)
+            progress.wait_turn()
+            fields, job_fields = STAGE_BODIES[stage.name](job, segment, progress)
             lease.check()
     except JobInterrupted:
         logger.info("%s of segment %d stopped", stage.name, segment.index, extra={"job_id": job.pk})
@@ -317,7 +324,8 @@ def _behind_a_shorter_job(stage: Stage, segment_id: int) -> bool:
     segment = Segment.objects.filter(pk=segment_id, status=stage.ready).exclude(message_id="").first()
     if segment is None:  # not waiting for this stage: the start below tells a duplicate apart
         return False
-    if fair_turn(segment.job_id, served_stages(settings.GEDGE_WORKER_QUEUES), host_name()) != GIVE_BACK:
+    if fair_turn(segment.job_id, served_stages(settings.GEDGE_WORKER_QUEUES), host_name(),
+                 owner_name()) != GIVE_BACK:
         return False
     with transaction.atomic():
         if not Segment.objects.select_for_update().filter(pk=segment_id, status=stage.ready,

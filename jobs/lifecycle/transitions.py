@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -271,18 +273,45 @@ def goes_first(job_id: int, stage: Stage) -> bool:
 GO, PAUSE, GIVE_BACK = "go", "pause", "give back"
 
 
-def fair_turn(job_id: int, served: list[Stage], host: str) -> str:
-    """Fair sharing while a stage runs (docs/segments.md), asked at its batch boundaries. ``served``: the stages
-    whose queues this worker takes (its thread could run the next message of any of them). Against the jobs
-    with fewer segments left than this one: GIVE_BACK where one of them waits for a served stage (a segment
-    in its ready status with a message, or a job's plan, on the preprocess queue): the segment goes back to its
-    queue, behind it, and this worker takes the shorter job's; PAUSE where one of them has a segment running on
-    the same host (``host`` starts the leases' owner names), so its stages have the cores; else GO. A job
-    never waits for one that is not running, so never for a worker it holds."""
+GIVE_WAY_CLAIM_S = 2.0  # how long a worker thread's claim on one waiting message of a shorter job holds
+_claims: dict[str, tuple[str, float]] = {}  # waiting message -> (claimant, until), this process's threads only
+_claims_lock = threading.Lock()
+
+
+def _claim(items: list[str], claimant: str) -> bool:
+    """Whether this claimant holds, or now takes, the claim on one of ``items`` (waiting messages of shorter
+    jobs). Claims are per process: its threads share its consumers' messages, so one thread giving way for a
+    message is enough, and the others pause. Another process may hold that message in its prefetch (a worker
+    taking two queues prefetches from the one it is not running), so every process gives way once."""
+    now = time.monotonic()
+    with _claims_lock:
+        for item in [key for key, (_, until) in _claims.items() if until <= now]:
+            del _claims[item]
+        for item in items:
+            holder, _ = _claims.get(item, (claimant, 0.0))
+            if holder == claimant:
+                _claims[item] = (claimant, now + GIVE_WAY_CLAIM_S)
+                return True
+    return False
+
+
+def fair_turn(job_id: int, served: list[Stage], host: str, claimant: str | None = None) -> str:
+    """Fair sharing while a stage runs (docs/segments.md), asked before a stage starts and at its batch
+    boundaries. ``served``: the stages whose queues this worker takes (its thread could run the next message of
+    any of them); ``claimant``: this worker thread (the lease owner name; by default ``host``). Against the jobs
+    with fewer segments left than this one:
+
+    - GIVE_BACK where one of them waits for a served stage (a segment in its ready status with a message, or a
+      job's plan, on the preprocess queue) and no other thread of this process has claimed that message: the
+      segment goes back to its queue, behind it, and this worker takes the shorter job's;
+    - PAUSE where one of them has a segment running on the same host (``host`` starts the leases' owner names),
+      or another thread of this process has claimed its waiting message, so its stages have the cores;
+    - else GO. A job never waits for one that is not running, so never for a worker it holds."""
+    claimant = claimant or host
     others = Segment.objects.filter(job__status__in=list(ACTIVE)).exclude(job_id=job_id)
     due = Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=timezone.now())  # not in a retry's backoff
-    waiting = set(others.filter(due, status__in=[stage.ready for stage in served]).exclude(message_id="")
-                  .values_list("job_id", flat=True))
+    waiting = list(others.filter(due, status__in=[stage.ready for stage in served]).exclude(message_id="")
+                   .values_list("job_id", "pk", "status"))
     running = set(others.filter(status__in=list(STAGE_BY_RUNNING), lease_owner__startswith=f"{host}:")
                   .values_list("job_id", flat=True))
     planning: dict[int, int] = {}
@@ -292,11 +321,13 @@ def fair_turn(job_id: int, served: list[Stage], host: str) -> str:
             status=Status.ENQUEUE, segments__isnull=True).exclude(message_id="").values_list("pk", "duration_s")}
     if not waiting and not running and not planning:
         return GO
-    left = dict(Segment.objects.filter(job_id__in=[*waiting, *running, job_id]).exclude(status=SEGMENT_DONE)
-                .values("job_id").annotate(n=Count("pk")).values_list("job_id", "n"))
+    left = dict(Segment.objects.filter(job_id__in=[*(row[0] for row in waiting), *running, job_id])
+                .exclude(status=SEGMENT_DONE).values("job_id").annotate(n=Count("pk")).values_list("job_id", "n"))
     mine = left.get(job_id, 0)
-    if any(left.get(other, 0) < mine for other in waiting) or any(n < mine for n in planning.values()):
-        return GIVE_BACK
+    shorter = ([f"segment:{pk}:{status}" for other, pk, status in waiting if left.get(other, 0) < mine]
+               + [f"plan:{pk}" for pk, n in planning.items() if n < mine])
+    if shorter:
+        return GIVE_BACK if _claim(shorter, claimant) else PAUSE
     if any(left.get(other, 0) < mine for other in running):
         return PAUSE
     return GO
