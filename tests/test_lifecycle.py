@@ -345,14 +345,18 @@ def test_a_running_stage_gives_way_to_a_job_with_less_left(owner):
     assert fair_turn(long.pk, inference, "edge-1") == GO, "nothing else runs"
     short = job_with(1)
     assert fair_turn(long.pk, inference, "edge-1") == GO, "the short job is not in a queue yet"
-    Segment.objects.filter(job=short).update(message_id="m1")
-    # 1 segment left against 12, waiting for preprocessing: a CPU worker (preprocess and postprocess queues)
-    # gives its segment back, whichever of the two stages it runs; the inference worker does not (the short job
-    # needs no inference worker yet) and the short job is not running: it goes on.
-    assert fair_turn(long.pk, cpu, "edge-1") == GIVE_BACK and fair_turn(long.pk, inference, "edge-1") == GO
     from datetime import timedelta
 
     from django.utils import timezone
+
+    Segment.objects.filter(job=short).update(message_id="m1", dispatched_at=timezone.now())
+    # 1 segment left against 12, just sent for preprocessing: a CPU worker (preprocess and postprocess queues)
+    # gives its segment back, whichever of the two stages it runs; the inference worker pauses (the hand-off is
+    # under way: the short job's stage is about to have the cores).
+    assert fair_turn(long.pk, cpu, "edge-1") == GIVE_BACK and fair_turn(long.pk, inference, "edge-1") == PAUSE
+    # Waiting for longer than a hand-off takes, the message has no free worker: pausing would not help.
+    Segment.objects.filter(job=short).update(dispatched_at=timezone.now() - timedelta(seconds=10))
+    assert fair_turn(long.pk, cpu, "edge-1") == GIVE_BACK and fair_turn(long.pk, inference, "edge-1") == GO
 
     Segment.objects.filter(job=short).update(dispatched_at=timezone.now() + timedelta(seconds=5))
     assert fair_turn(long.pk, cpu, "edge-1") == GO, "a retry waiting out its backoff is not due: no churn"
@@ -364,8 +368,8 @@ def test_a_running_stage_gives_way_to_a_job_with_less_left(owner):
     assert fair_turn(long.pk, inference, "edge-1") == GO
     # A new job's plan waits on the preprocess queue: its segments are counted from its duration.
     planned = make_job(owner, S.ENQUEUE)
-    Job.objects.filter(pk=planned.pk).update(duration_s=3.0, message_id="plan-1")
-    assert fair_turn(long.pk, cpu, "edge-1") == GIVE_BACK and fair_turn(long.pk, inference, "edge-1") == GO
+    Job.objects.filter(pk=planned.pk).update(duration_s=3.0, message_id="plan-1", dispatched_at=timezone.now())
+    assert fair_turn(long.pk, cpu, "edge-1") == GIVE_BACK and fair_turn(long.pk, inference, "edge-1") == PAUSE
     Job.objects.filter(pk=planned.pk).update(duration_s=3600.0)  # an hour: more left than the long job
     assert fair_turn(long.pk, cpu, "edge-1") == GO
 
@@ -376,6 +380,8 @@ def test_one_waiting_message_makes_one_worker_give_way(owner, monkeypatch):
     for it: a second thread of that process pauses instead (the shorter job is about to run there), and a claim
     nobody acted on lapses. (Each process claims for itself: another may hold the message in its prefetch.)"""
     import time
+
+    from django.utils import timezone
 
     from jobs.lifecycle import transitions
     from jobs.lifecycle.transitions import GIVE_BACK, PAUSE, STAGES, fair_turn
@@ -388,7 +394,8 @@ def test_one_waiting_message_makes_one_worker_give_way(owner, monkeypatch):
         jobs[name] = make_job(owner, S.PREPROCESSING)
         Segment.objects.bulk_create([Segment(job=jobs[name], index=i, first_frame=i * 10, frame_count=10,
                                              start_pts=i, time_base="1/30", status=S.ENQUEUE,
-                                             message_id=f"{name}-{i}") for i in range(count)])
+                                             message_id=f"{name}-{i}", dispatched_at=timezone.now())
+                                     for i in range(count)])
     long = jobs["long"].pk
     assert fair_turn(long, cpu, "edge-1", "edge-1:20:1") == GIVE_BACK
     assert fair_turn(long, cpu, "edge-1", "edge-1:20:1") == GIVE_BACK, "its own claim holds"
@@ -398,8 +405,8 @@ def test_one_waiting_message_makes_one_worker_give_way(owner, monkeypatch):
     # A second waiting segment of a shorter job is a second message to claim.
     two = make_job(owner, S.PREPROCESSING)
     Segment.objects.bulk_create([Segment(job=two, index=i, first_frame=i * 10, frame_count=10, start_pts=i,
-                                         time_base="1/30", status=S.ENQUEUE, message_id=f"two-{i}")
-                                 for i in range(2)])
+                                         time_base="1/30", status=S.ENQUEUE, message_id=f"two-{i}",
+                                         dispatched_at=timezone.now()) for i in range(2)])
     assert fair_turn(long, cpu, "edge-1", "edge-1:20:3") == GIVE_BACK
     assert fair_turn(long, cpu, "edge-1", "edge-1:20:4") == GIVE_BACK
     assert fair_turn(long, cpu, "edge-1", "edge-1:20:5") == PAUSE

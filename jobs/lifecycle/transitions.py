@@ -273,6 +273,9 @@ def goes_first(job_id: int, stage: Stage) -> bool:
 GO, PAUSE, GIVE_BACK = "go", "pause", "give back"
 
 
+# A shorter job's message sent less than this long ago is a hand-off in progress, and stages of this host
+# pause for it; one waiting longer has no free worker (all busy, or none running), and pausing would not help.
+HAND_OFF_S = 5.0
 GIVE_WAY_CLAIM_S = 2.0  # how long a worker thread's claim on one waiting message of a shorter job holds
 _claims: dict[str, tuple[str, float]] = {}  # waiting message -> (claimant, until), this process's threads only
 _claims_lock = threading.Lock()
@@ -304,31 +307,42 @@ def fair_turn(job_id: int, served: list[Stage], host: str, claimant: str | None 
     - GIVE_BACK where one of them waits for a served stage (a segment in its ready status with a message, or a
       job's plan, on the preprocess queue) and no other thread of this process has claimed that message: the
       segment goes back to its queue, behind it, and this worker takes the shorter job's;
-    - PAUSE where one of them has a segment running on the same host (``host`` starts the leases' owner names),
-      or another thread of this process has claimed its waiting message, so its stages have the cores;
-    - else GO. A job never waits for one that is not running, so never for a worker it holds."""
+    - PAUSE where one of them has a segment running on the same host (``host`` starts the leases' owner names)
+      or a message sent less than HAND_OFF_S ago (between two of its stages, for a stage another worker
+      serves or whose message another thread of this process has claimed), so its stages have the cores and
+      the pause does not lapse at each hand-off;
+    - else GO. A job never waits for one that is not running or queued, so never for a worker it holds (the
+      worker a waiting message needs gives its own segment back rather than pausing)."""
     claimant = claimant or host
     others = Segment.objects.filter(job__status__in=list(ACTIVE)).exclude(job_id=job_id)
-    due = Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=timezone.now())  # not in a retry's backoff
-    waiting = list(others.filter(due, status__in=[stage.ready for stage in served]).exclude(message_id="")
-                   .values_list("job_id", "pk", "status"))
+    now = timezone.now()
+    due = Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=now)  # not in a retry's backoff
+    waiting = list(others.filter(due, status__in=[stage.ready for stage in STAGES.values()])
+                   .exclude(message_id="").values_list("job_id", "pk", "status", "dispatched_at"))
     running = set(others.filter(status__in=list(STAGE_BY_RUNNING), lease_owner__startswith=f"{host}:")
                   .values_list("job_id", flat=True))
-    planning: dict[int, int] = {}
-    if STAGES["preprocess"] in served:  # a job not planned yet: its segments, from its duration
-        target = max(0.1, settings.GEDGE_SEGMENT_S)
-        planning = {pk: max(1, math.ceil(duration / target)) for pk, duration in Job.objects.filter(
-            status=Status.ENQUEUE, segments__isnull=True).exclude(message_id="").values_list("pk", "duration_s")}
+    # A job not planned yet (its message on the preprocess queue): its segments, from its duration.
+    target = max(0.1, settings.GEDGE_SEGMENT_S)
+    planning = {pk: (max(1, math.ceil(duration / target)), sent) for pk, duration, sent in Job.objects.filter(
+        status=Status.ENQUEUE, segments__isnull=True).exclude(message_id="")
+        .values_list("pk", "duration_s", "dispatched_at")}
     if not waiting and not running and not planning:
         return GO
     left = dict(Segment.objects.filter(job_id__in=[*(row[0] for row in waiting), *running, job_id])
                 .exclude(status=SEGMENT_DONE).values("job_id").annotate(n=Count("pk")).values_list("job_id", "n"))
     mine = left.get(job_id, 0)
-    shorter = ([f"segment:{pk}:{status}" for other, pk, status in waiting if left.get(other, 0) < mine]
-               + [f"plan:{pk}" for pk, n in planning.items() if n < mine])
-    if shorter:
-        return GIVE_BACK if _claim(shorter, claimant) else PAUSE
-    if any(left.get(other, 0) < mine for other in running):
+    readies = {stage.ready for stage in served}
+    shorter_waiting = [(pk, status, sent) for other, pk, status, sent in waiting if left.get(other, 0) < mine]
+    shorter_planning = [(pk, sent) for pk, (n, sent) in planning.items() if n < mine]
+    mine_to_take = ([f"segment:{pk}:{status}" for pk, status, _ in shorter_waiting if status in readies]
+                    + ([f"plan:{pk}" for pk, _ in shorter_planning] if STAGES["preprocess"] in served else []))
+    if mine_to_take and _claim(mine_to_take, claimant):
+        return GIVE_BACK
+
+    # Sent moments ago: a worker is about to take it (one waiting longer has no free worker to wait for).
+    sent = [at for *_, at in shorter_waiting] + [at for _, at in shorter_planning]
+    handing_off = any(at is not None and (now - at).total_seconds() < HAND_OFF_S for at in sent)
+    if handing_off or any(left.get(other, 0) < mine for other in running):
         return PAUSE
     return GO
 
