@@ -34,7 +34,8 @@ def run_inference(
     progress: Callable[[int, int], None] | None = None,
     out_dir: str | Path | None = None,
 ) -> InferenceResult:
-    """Read the frame store in ``work_dir``; write DETECTIONS_FILE to ``out_dir`` (default: ``work_dir``)."""
+    """Read the frame store in ``work_dir``; write DETECTIONS_FILE to ``out_dir`` (default: ``work_dir``).
+    ``progress(done, total)`` is called after each detector batch."""
     started = time.perf_counter()
     work_dir = Path(work_dir)
     out_dir = Path(out_dir) if out_dir is not None else work_dir
@@ -43,21 +44,24 @@ def run_inference(
     final = out_dir / DETECTIONS_FILE
     tmp = out_dir / f".{DETECTIONS_FILE}.{os.getpid()}.tmp"
     count = 0
+    step = detector.batch_size
     with open(tmp, "wb") as out:
-        for start, frames in iter_chunks(work_dir, meta):
-            per_frame = detector.detect(list(frames), meta["scale"])
-            for offset, boxes in enumerate(per_frame):
-                if len(boxes):
-                    rows = np.empty((len(boxes), ROW), np.float32)
-                    rows[:, 0] = start + offset
-                    rows[:, 1:] = boxes
-                    # Boxes may reach past the frame's edge; keep them in original pixels.
-                    rows[:, [1, 3]] = np.clip(rows[:, [1, 3]], 0, meta["width"])
-                    rows[:, [2, 4]] = np.clip(rows[:, [2, 4]], 0, meta["height"])
-                    out.write(rows.tobytes())
-                    count += len(boxes)
-            if progress:
-                progress(start + len(frames), total)
+        for chunk_start, chunk in iter_chunks(work_dir, meta):
+            # One detector batch at a time, a progress report after each (a chunk is several batches).
+            for start in range(chunk_start, chunk_start + len(chunk), step):
+                frames = chunk[start - chunk_start : start - chunk_start + step]
+                for offset, boxes in enumerate(detector.detect(list(frames), meta["scale"])):
+                    if len(boxes):
+                        rows = np.empty((len(boxes), ROW), np.float32)
+                        rows[:, 0] = start + offset
+                        rows[:, 1:] = boxes
+                        # Boxes may reach past the frame's edge; keep them in original pixels.
+                        rows[:, [1, 3]] = np.clip(rows[:, [1, 3]], 0, meta["width"])
+                        rows[:, [2, 4]] = np.clip(rows[:, [2, 4]], 0, meta["height"])
+                        out.write(rows.tobytes())
+                        count += len(boxes)
+                if progress:
+                    progress(start + len(frames), total)
     os.replace(tmp, final)
     return InferenceResult(frame_count=total, detections=count, seconds=time.perf_counter() - started)
 

@@ -203,7 +203,6 @@ def postprocess_detections(
     parameters: dict,
     encoder: EncoderSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
-    progress_every: int = 16,
     segment: SegmentPlan | None = None,
     tracking: TrackerSettings | None = None,
     tracker_state: dict | None = None,
@@ -213,7 +212,8 @@ def postprocess_detections(
     first), hand the state this segment leaves to ``on_tracked`` (so the next segment may start while this one
     encodes), then draw the boxes, ids and trails on the source frames (``segment``'s only, where one is
     given), encode them to ``out_dir``/annotated.mp4 and write ``out_dir``/detections.json with global frame
-    indexes. A segment's two files are a part: :func:`assemble_parts` joins the parts of a video."""
+    indexes. A segment's two files are a part: :func:`assemble_parts` joins the parts of a video.
+    ``progress(done, total)`` is called after each frame."""
     started = time.perf_counter()
     encoder = encoder or EncoderSettings()
     out_dir = Path(out_dir)
@@ -265,7 +265,7 @@ def postprocess_detections(
                 for class_id in frame_rows[:, 6].astype(np.int64):
                     per_class[names[class_id] if class_id < len(names) else str(class_id)] += 1
                 count = local + 1
-                if progress and count % progress_every == 0:
+                if progress:
                     progress(count, max(total, count))
             if out_stream is None:
                 raise UnprocessableInput("the video has no frames")

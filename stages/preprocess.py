@@ -63,6 +63,7 @@ def preprocess_video(
 
     ``limits`` (and ``max_frames``) are enforced on what is actually decoded, not on what the container
     declares: a stream without a declared length, or one that lies, stops at the first frame past a limit.
+    ``progress(done, total)`` is called after each frame; the caller decides how often to act on it.
     """
     limits = limits or VideoLimits()
     max_frames = min(filter(None, (max_frames, limits.max_frames)), default=0)
@@ -90,7 +91,7 @@ def preprocess_video(
         if clahe is not None:
             image = enhance_clahe(image, clahe)
         writer.add(image)
-        if progress and count % chunk_size == 0:
+        if progress:
             progress(count, max(total, count))
     if geometry is None:
         raise UnprocessableInput("the video has no frames")

@@ -242,8 +242,9 @@ def test_postprocessing_complete_left_behind_is_finalised(owner, tmp_path, redis
 
 
 def slow_stage_env(media_root, stage: str, seconds: float, **extra) -> dict[str, str]:
-    """Workers' environment: 0.5 s segments, and ``stage`` sleeping ``seconds`` at each progress report (after
-    each chunk of 32 frames), so it is still running when the test acts, however fast this machine is."""
+    """Workers' environment: 0.5 s segments, and ``stage`` sleeping ``seconds`` once for
+    each 32 frames it begins (jobs.workers.faults), so it is still running when the test acts, however fast this
+    machine is."""
     return service_env(media_root, GEDGE_SEGMENT_S="0.5", GEDGE_PROGRESS_INTERVAL_S="0",
                        GEDGE_FAULT_SLOW_STAGE=f"{stage}:{seconds}", dramatiq_queue_prefetch="1", **extra)
 
@@ -263,7 +264,7 @@ def wait_for_segment(job: Job, running: str, logs, timeout: float = 120) -> Segm
 
 
 def test_sigterm_during_inference_hands_the_segment_back(owner, tmp_path, media_root, processes, redis_clean):
-    # Two segments of 33 frames (two chunks: 32 and 1); inference sleeps 1 s per chunk: the stage is still
+    # Two segments of 33 frames (two chunks: 32 and 1); inference sleeps 1 s per 32 frames begun: the stage is still
     # running when Dramatiq's worker process gets to its shutdown (it looks once a second).
     env = slow_stage_env(media_root, "inference", 1.0)
     processes.worker(["preprocess", "postprocess"], env)

@@ -210,7 +210,7 @@ def test_two_inference_workers_take_segments_of_one_job_at_once(owner, media_roo
                                                                 tmp_path):
     from jobs.models import Segment
 
-    # Inference sleeps 1 s after each chunk of 32 frames: a segment of 33 frames holds its worker for two
+    # Inference sleeps 1 s for each 32 frames it begins: a segment of 33 frames holds its worker for two
     # seconds or more, so the next segment goes to the other worker, which is free.
     env = service_env(media_root, GEDGE_SEGMENT_S="0.5", GEDGE_PROGRESS_INTERVAL_S="0",
                       GEDGE_FAULT_SLOW_STAGE="inference:1", dramatiq_queue_prefetch="1")

@@ -215,17 +215,21 @@ WAY_CHECK_S = 0.2  # how often a running stage asks whether it should give way (
 class _Progress:
     """Stores a segment's frames done at most every GEDGE_PROGRESS_INTERVAL_S and pushes the job.
 
-    Raises JobInterrupted (job ended, lease lost) or HandBack (worker stopping) at batch boundaries.
+    Called after every frame (a detector batch in inference), so a cancel, a lost lease, a stopping worker
+    (JobInterrupted, HandBack) or a job to give way to (GiveWay) is acted on within a frame's time; what costs
+    a query is paced by the clock (GEDGE_PROGRESS_INTERVAL_S, WAY_CHECK_S), not by the frame count.
     """
 
     def __init__(self, segment: Segment, stage: Stage, lease: Lease) -> None:
         self.segment, self.stage, self.lease = segment, stage, lease
         self.last = 0.0
         self.next_way_check = 0.0
+        self.done = 0
         self.host, self.claimant = host_name(), owner_name()
 
     def __call__(self, done: int, total: int) -> None:
-        maybe_slow(self.stage.name)
+        maybe_slow(self.stage.name, self.done, done)
+        self.done = done
         self.lease.check()
         self._give_way()
         now = time.monotonic()

@@ -5,8 +5,9 @@ named stage starts: a poison job, as an out-of-memory kill or a native crash in 
 Each crash is first recorded as one line in GEDGE_FAULT_CRASH_LOG, where that is set: the worker's own log
 line goes through Dramatiq's logging pipe to its parent process, which may die before it forwards it.
 
-GEDGE_FAULT_SLOW_STAGE (``stage:seconds``) makes that stage sleep at each of its progress reports: a stage
-that runs for a known while whatever the CPU, for tests that act on a worker in the middle of one.
+GEDGE_FAULT_SLOW_STAGE (``stage:seconds``) makes that stage sleep once for each SLOW_EVERY frames it begins
+(after its 1st, 33rd, 65th ... frame: a segment of 33 frames sleeps twice): a stage that runs for a known
+while whatever the CPU, for tests that act on a worker in the middle of one.
 """
 from __future__ import annotations
 
@@ -31,7 +32,13 @@ def maybe_crash(original_name: str, stage: str, job_id: int) -> None:
         os._exit(70)
 
 
-def maybe_slow(stage: str) -> None:
+SLOW_EVERY = 32
+
+
+def maybe_slow(stage: str, frames_before: int, frames_done: int) -> None:
+    """Sleep where ``stage`` is the slowed one, once per block of SLOW_EVERY frames begun since the last report."""
     name, _, seconds = settings.GEDGE_FAULT_SLOW_STAGE.partition(":")
     if name == stage:
-        time.sleep(float(seconds))
+        blocks = -(-frames_done // SLOW_EVERY) - -(-frames_before // SLOW_EVERY)
+        if blocks > 0:
+            time.sleep(float(seconds) * blocks)
