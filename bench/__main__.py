@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .handlers import handler_cost
 from .media import STREET, frame_count, looped_clip
 from .service import BENCH_USER, ROOT, Bench, Service, SocketClient, default_model, push_delay_s
 from .stats import WRK_SCRIPT, cpu_count, parse_wrk, ratio, summary_ms
@@ -375,6 +376,15 @@ def section_throughput_latency(bench: Bench, cfg: argparse.Namespace, results: d
             print_api(results["api_idle"])
             line, results["api_goal_idle"] = goal_line(results["api_idle"], "idle")
             out(f"   {line}")
+            out("== Django's own cost of a read, in this process (no server, no network), one request at a time: "
+                "its ASGI handler (what Daphne runs) against its WSGI handler, same settings and middleware")
+            results["api_handler_cost"] = handler_cost(
+                {"detail": f"/api/jobs/{next(iter(warm))}/", "healthz": "/healthz"}, service.token,
+                requests=100 if cfg.quick else 300)
+            for name, d in results["api_handler_cost"].items():
+                out(f"   {name:7} ASGI {fmt_lat(d['asgi'])}")
+                out(f"   {name:7} WSGI {fmt_lat(d['wsgi'])}   ASGI - WSGI at the median: "
+                    f"{d['asgi']['p50'] - d['wsgi']['p50']:.2f} ms")
         if "throughput" in sections:
             runs: dict[int, dict] = {}
             for n in (1, 4, 8):

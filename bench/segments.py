@@ -9,7 +9,8 @@ two measurements of one run on this machine. Nothing is asserted about time.
 - (c) the long job's frames/s against the aggregate frames/s of 8 street.mp4 jobs submitted at once, in the
   same service: how much of the machine one long job uses;
 - (d) fair sharing: street.mp4 submitted while the long job runs (its first segment through all three
-  stages, so every queue holds its work), against street.mp4 alone in the same service; in each topology
+  stages, so every queue holds its work), against street.mp4 alone in the same service before the long job
+  and after it (the runs alone bracket the runs beside it, against a machine's drift); in each topology
   and in the embedded mode of `make run` (``manage.py run_embedded``: SQLite, worker threads). The long job
   is cancelled once the short jobs are done (its length does not matter there, only that it still runs).
 
@@ -79,8 +80,10 @@ def median(values: list[float]) -> float:
 
 
 def fair_share(service: Service, long_video: Path, short: Path, repeats: int) -> dict:
-    """The short job alone ``repeats`` times, then the same while the long job runs; the long job cancelled."""
-    alone = [timed_jobs(service, [short], 600)["seconds"] for _ in range(repeats)]
+    """The short job ``repeats`` times alone, the same while the long job runs, the long job cancelled, then
+    ``repeats`` times alone again: the runs alone bracket the runs beside it, so a machine that gets slower
+    or faster during the measurement (a shared host does, by x1.3 within minutes) moves both sides alike."""
+    before = [timed_jobs(service, [short], 600)["seconds"] for _ in range(repeats)]
     long_id, _, _ = service.submit(long_video)
     deadline = time.monotonic() + 900
     while (job := service.get_job(long_id)).get("stage_progress", {}).get("postprocess", 0) == 0:
@@ -97,6 +100,8 @@ def fair_share(service: Service, long_video: Path, short: Path, repeats: int) ->
         if time.monotonic() > deadline:
             raise RuntimeError(f"the long job {long_id} did not end after its cancel")
         time.sleep(0.5)
+    after = [timed_jobs(service, [short], 600)["seconds"] for _ in range(repeats)]
+    alone = before + after
     return {"alone_s": [round(s, 2) for s in alone], "during_s": [round(s, 2) for s in during],
             "ratio": ratio(median(during), median(alone)), "long_still_running": still_running,
             "long_frames_done_meanwhile": job.get("stage_progress", {}).get("postprocess", 0)}

@@ -239,3 +239,21 @@ def test_the_tracking_section_prints_the_tracker_against_postprocessing():
     assert result["frames"] == 84 and result["tracker_ms_per_frame"] > 0 and result["postprocess_ms_per_frame"] > 0
     assert 0 < result["objects"]["person"] < result["per_class"]["person"]
     assert any("tracker" in line and "% of it" in line for line in lines)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_handler_cost_reads_the_same_answer_through_both_handlers(owner, other, redis_clean):
+    from bench.handlers import handler_cost
+    from jobs.models import Job
+
+    from .conftest import token_for
+
+    mine = Job.objects.create(user=owner, path="uploads/a.mp4", original_name="a.mp4")
+    theirs = Job.objects.create(user=other, path="uploads/b.mp4", original_name="b.mp4")
+    figures = handler_cost({"detail": f"/api/jobs/{mine.pk}/", "healthz": "/healthz"}, token_for(owner),
+                           requests=3, warmup=1)
+    assert set(figures) == {"detail", "healthz"}
+    assert all(d[handler]["n"] == 3 for d in figures.values() for handler in ("asgi", "wsgi"))
+    # A request the API refuses is not timed as if it were a read.
+    with pytest.raises(RuntimeError, match="answered 404"):
+        handler_cost({"detail": f"/api/jobs/{theirs.pk}/"}, token_for(owner), requests=1, warmup=0)
