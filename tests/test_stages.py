@@ -67,6 +67,30 @@ def test_preprocess_writes_letterboxed_frames_in_the_documented_format(tmp_path)
                                        for c in meta["chunks"])
 
 
+def test_each_stage_reports_after_every_frame_and_inference_after_every_batch(tmp_path):
+    # What a worker acts on between two reports (a cancel, a lost lease, a job to give way to) waits at most a
+    # frame, or a detector batch in inference, not a chunk of frames.
+    from stages.inference import run_inference
+    from stages.postprocess import postprocess_detections
+
+    source = make_video(tmp_path / "in.mp4", width=320, height=240, frames=11)
+    batched = Detector(DetectorConfig(model_path=str(MODEL), providers=("CPUExecutionProvider",), batch_size=4,
+                                      dynamic_batch="on", dynamic_batch_dir=str(tmp_path)))
+    assert batched.batch_size == 4
+    seen: dict[str, list[tuple[int, int]]] = {"pre": [], "inf": [], "post": []}
+    pre = preprocess_video(source, tmp_path / "work", batched.input_size, chunk_size=8,
+                           progress=lambda done, total: seen["pre"].append((done, total)))
+    run_inference(tmp_path / "work", batched, progress=lambda done, total: seen["inf"].append((done, total)))
+    video = {"width": pre.width, "height": pre.height, "fps": pre.fps, "frame_count": 11}
+    postprocess_detections(source, tmp_path / "work", tmp_path / "out", video=video, model=batched.facts,
+                           parameters=batched.parameters,
+                           progress=lambda done, total: seen["post"].append((done, total)))
+    assert [done for done, _ in seen["pre"]] == [*range(1, 12), 11]  # and once more when the store is closed
+    # Inference's unit is the detector's batch, within each chunk of the store (8 + 3 frames).
+    assert seen["inf"] == [(4, 11), (8, 11), (11, 11)]
+    assert [done for done, _ in seen["post"]] == [*range(1, 12), 11]
+
+
 def test_enhancement_changes_pixels_only_when_asked(tmp_path):
     source = make_video(tmp_path / "in.mp4", frames=2)
     preprocess_video(source, tmp_path / "plain", (416, 416))
