@@ -329,7 +329,7 @@ def test_a_job_with_less_left_goes_to_the_head_of_a_queue(owner):
 
 @pytest.mark.django_db
 def test_a_running_stage_gives_way_to_a_job_with_less_left(owner):
-    from jobs.lifecycle.transitions import GIVE_BACK, GO, PAUSE, STAGES, fair_turn
+    from jobs.lifecycle.transitions import GIVE_BACK, GO, PAUSE, STAGES, can_give_way, fair_turn
     from tests.helpers_media import make_job
 
     def job_with(segments: int, running: str = ""):
@@ -372,6 +372,11 @@ def test_a_running_stage_gives_way_to_a_job_with_less_left(owner):
     assert fair_turn(long.pk, cpu, "edge-1") == GIVE_BACK and fair_turn(long.pk, inference, "edge-1") == PAUSE
     Job.objects.filter(pk=planned.pk).update(duration_s=3600.0)  # an hour: more left than the long job
     assert fair_turn(long.pk, cpu, "edge-1") == GO
+    # Only a job with more than one segment left can meet one with fewer: a one-segment job's stages skip
+    # every give-way query, and the long job's last segment does too.
+    assert can_give_way(long.pk) and not can_give_way(short.pk)
+    Segment.objects.filter(job=long, index__gt=0).update(status=S.POSTPROCESSING_COMPLETE)
+    assert not can_give_way(long.pk)
 
 
 @pytest.mark.django_db

@@ -45,6 +45,7 @@ from .transitions import (
     JobInterrupted,
     Stage,
     StaleTransition,
+    can_give_way,
     dispatch_plan,
     dispatch_segment,
     fair_turn,
@@ -226,6 +227,7 @@ class _Progress:
         self.next_way_check = 0.0
         self.done = 0
         self.host, self.claimant = host_name(), owner_name()
+        self.may_give_way = settings.GEDGE_GIVE_WAY_MAX_S > 0 and can_give_way(segment.job_id)
 
     def __call__(self, done: int, total: int) -> None:
         maybe_slow(self.stage.name, self.done, done)
@@ -250,7 +252,7 @@ class _Progress:
         this stage; pause (at most GEDGE_GIVE_WAY_MAX_S at a time, the lease's heartbeat going on) while one
         runs on this host."""
         now = time.monotonic()
-        if settings.GEDGE_GIVE_WAY_MAX_S <= 0 or now < self.next_way_check:
+        if not self.may_give_way or now < self.next_way_check:
             return
         self.next_way_check = now + WAY_CHECK_S
         deadline = now + settings.GEDGE_GIVE_WAY_MAX_S
@@ -327,6 +329,8 @@ def _behind_a_shorter_job(stage: Stage, segment_id: int) -> bool:
         return False
     segment = Segment.objects.filter(pk=segment_id, status=stage.ready).exclude(message_id="").first()
     if segment is None:  # not waiting for this stage: the start below tells a duplicate apart
+        return False
+    if not can_give_way(segment.job_id):
         return False
     if fair_turn(segment.job_id, served_stages(settings.GEDGE_WORKER_QUEUES), host_name(),
                  owner_name()) != GIVE_BACK:

@@ -347,6 +347,13 @@ def fair_turn(job_id: int, served: list[Stage], host: str, claimant: str | None 
     return GO
 
 
+def can_give_way(job_id: int) -> bool:
+    """Whether fair_turn can ever answer other than GO for this job, asked once as a stage starts: only a job
+    with more than one segment left can meet a job with fewer (one waiting, running or still to be planned has
+    at least one), and a job's segments left only go down. A one-segment job skips every give-way query."""
+    return Segment.objects.filter(job_id=job_id).exclude(status=SEGMENT_DONE).count() > 1
+
+
 def served_stages(queues: list[str]) -> list[Stage]:
     """The stages a worker process serves, from its queue names (GEDGE_WORKER_QUEUES; empty: all of them)."""
     return [stage for stage in STAGES.values() if not queues or stage.name in queues]
